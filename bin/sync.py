@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Mirror this project to DEST and keep it current as files change (rsync + watchman).
+
+    bin/sync.py ../ginlab-mirror                      # a local folder
+    bin/sync.py alice@cluster:work/ginlab             # over ssh
+    bin/sync.py alice@cluster:work/ginlab --once      # sync once and exit
+    bin/sync.py alice@cluster:work/ginlab --dry-run   # show what would be sent, send nothing
+
+results/, data/, environments, .git and caches never leave the machine; add your own patterns to a
+.syncignore file (gitignore syntax). See docs/sync.md. Exit codes: 0 ok (also after Ctrl-C while
+watching), 2 bad arguments, 1 failure.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dest", metavar="DEST", help="a local folder or user@host:path (over ssh)")
+    parser.add_argument("--source", type=Path, default=PROJECT_ROOT, help="folder to mirror (default: %(default)s)")
+    parser.add_argument("--once", action="store_true", help="sync once and exit (needs no watchman)")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be sent and deleted, then exit")
+    parser.add_argument(
+        "--delete", action="store_true",
+        help="delete files on DEST that were deleted here (only inside DEST; excluded paths there are kept)",
+    )
+    parser.add_argument("--rsh", metavar="COMMAND", help="remote shell for user@host DEST (default: ssh with timeouts)")
+    parser.add_argument(
+        "--own-watchman", action="store_true",
+        help="start a private watchman (own socket and state files) instead of using the running service",
+    )
+    parser.add_argument(
+        "--retries", type=int, metavar="N",
+        help="retries of a failed sync before giving up (default: 3 with --once, forever while watching)",
+    )
+    parser.add_argument(
+        "--retry-wait", type=float, default=1.0, metavar="SECONDS",
+        help="wait before the first retry, doubled on each failure up to 60 s (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="list the files of every sync (-vv: also debug details)"
+    )
+    args = parser.parse_args(argv)
+    if args.retries is not None and args.retries < 0 or args.retry_wait <= 0:
+        parser.error("--retries must be 0 or more and --retry-wait more than 0")
+    return args
+
+
+def print_result(result, label: str, verbose: bool) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {label}: {result.summary()}", flush=True)
+    if verbose or result.dry_run:
+        for line in result.changes:
+            if not line.startswith(".d"):  # a folder whose only change is its mtime
+                print(f"  {line}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, format="%(message)s")
+    logging.getLogger("pywatchman").setLevel(logging.WARNING)
+    # Ctrl-C and `kill` both end the watch through KeyboardInterrupt, which removes the watch.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        import ginlab.sync as gsync
+    except ImportError:  # run without `source e.sh`
+        sys.path.insert(0, str(PROJECT_ROOT / "src"))
+        import ginlab.sync as gsync
+
+    once = args.once or args.dry_run
+    try:
+        source = args.source.resolve()
+        if not source.is_dir():
+            raise gsync.UsageError(f"--source {args.source} is not a folder")
+        dest = gsync.load_destination(args.dest, source)
+        gsync.check_tools(need_watchman=not once, need_ssh=dest.is_remote and args.rsh is None)
+        retries = args.retries if args.retries is not None else (3 if once else None)
+        config = gsync.SyncConfig(
+            source=source, dest=dest, delete=args.delete, dry_run=args.dry_run, rsh=args.rsh,
+            retries=retries, retry_wait=args.retry_wait,
+        )
+        print(f"syncing {source} -> {dest}{' (dry run: nothing is sent)' if args.dry_run else ''}", flush=True)
+        if once:
+            print_result(gsync.sync(config), "would send" if args.dry_run else "synced", args.verbose)
+            return 0
+        return watch(gsync, config, args.own_watchman, args.verbose)
+    except gsync.UsageError as error:
+        print(f"sync.py: error: {error}", file=sys.stderr)
+        return 2
+    except gsync.SyncError as error:
+        print(f"sync.py: failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sync.py: interrupted before the sync finished", file=sys.stderr)
+        return 1
+
+
+def watch(gsync, config, own_watchman: bool, verbose: bool) -> int:
+    labels = iter(["initial sync"])
+
+    def on_sync(result):
+        print_result(result, next(labels, "synced"), verbose)
+
+    try:
+        if own_watchman:
+            with tempfile.TemporaryDirectory(prefix="ginlab-watchman-") as folder:
+                with gsync.OwnWatchman(Path(folder)) as service:
+                    gsync.watch(config, on_sync, sockpath=service.sockpath)
+        else:
+            gsync.watch(config, on_sync)
+    except KeyboardInterrupt:
+        print("stopped; the watch is removed", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
