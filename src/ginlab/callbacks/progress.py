@@ -1,0 +1,77 @@
+"""ProgressPrinter: what a researcher needs on the terminal to steer a run.
+
+At start: parameter count and run folder. Every N steps: step/total, examples/s, loss, elapsed, time left,
+data fetch time and model update time (both per step, averaged since the last line).
+"""
+
+import logging
+import time
+
+import pytorch_lightning as pl
+
+log = logging.getLogger("ginlab.progress")
+
+
+def duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressPrinter(pl.Callback):
+    def __init__(self, run_path, every_n_steps: int = 50):
+        self.run_path, self.every_n_steps = run_path, every_n_steps
+        self._reset_window()
+        self._t_end = None
+
+    def _reset_window(self):
+        self._data_time = self._update_time = 0.0
+        self._steps = self._examples = 0
+        self._loss_sum = None
+        self._window_start = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module):
+        params = sum(p.numel() for p in pl_module.parameters())
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        log.info("model: %s, %s parameters (%s trainable)", type(getattr(pl_module, "net", pl_module)).__name__,
+                 f"{params:,}", f"{trainable:,}")
+        log.info("run folder: %s", self.run_path)
+        log.info("training: %d steps over %d epochs, from step %d", trainer.estimated_stepping_batches,
+                 trainer.max_epochs, trainer.global_step)
+        self._started = time.monotonic()
+        self._first_step = trainer.global_step
+        self._reset_window()
+        self._t_end = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t_start = time.monotonic()
+        if self._t_end is not None:
+            self._data_time += self._t_start - self._t_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._t_end = time.monotonic()
+        self._update_time += self._t_end - self._t_start
+        self._steps += 1
+        try:
+            self._examples += len(batch[0])
+        except TypeError:
+            pass
+        loss = outputs["loss"].detach() if isinstance(outputs, dict) else None
+        if loss is not None:
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0:
+            self._print(trainer, step)
+
+    def _print(self, trainer, step):
+        now = time.monotonic()
+        window = max(now - self._window_start, 1e-9)
+        total = trainer.estimated_stepping_batches
+        done_here = max(step - self._first_step, 1)
+        left = (now - self._started) / done_here * (total - step)
+        loss = (self._loss_sum / self._steps).item() if self._loss_sum is not None else float("nan")
+        log.info(
+            "step %d/%d | %.0f ex/s | loss %.4f | elapsed %s | left %s | data %.2f ms | update %.2f ms",
+            step, total, self._examples / window, loss, duration(now - self._started), duration(left),
+            1000 * self._data_time / self._steps, 1000 * self._update_time / self._steps,
+        )
+        self._reset_window()

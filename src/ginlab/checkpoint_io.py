@@ -1,0 +1,69 @@
+"""Checkpoint files: written atomically beside their final name, read back without unpickling code.
+
+Lightning's own atomic save puts its temporary file in TMPDIR, so a kill during the move across
+filesystems can leave a truncated checkpoint; here the temporary file is always in the target folder.
+"""
+
+import io
+import logging
+import zipfile
+from pathlib import Path
+
+import torch
+from lightning_fabric.plugins import CheckpointIO
+
+from ginlab.atomic import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read."""
+
+
+def save_checkpoint(checkpoint: dict, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+    except OSError as e:
+        raise CheckpointError(
+            f"Could not write checkpoint {path}: {e.strerror or e}. The previous checkpoints are intact. "
+            f"Free space on that filesystem (df -h {path.parent}) and reload the run."
+        ) from e
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """torch.load with weights_only=True: tensors and plain Python values only, never arbitrary objects."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def is_valid(path) -> tuple[bool, str]:
+    """Check that a checkpoint file is complete and loadable; return (ok, reason)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return False, "empty file"
+        with zipfile.ZipFile(path) as z:  # torch.save writes a zip archive; a cut file has no directory
+            bad = z.testzip()
+            if bad is not None:
+                return False, f"corrupt member {bad}"
+        load_checkpoint(path)
+        return True, ""
+    except FileNotFoundError:
+        return False, "missing"
+    except Exception as e:  # any failure to read means: do not resume from it
+        return False, f"{type(e).__name__}: {e}"
+
+
+class AtomicCheckpointIO(CheckpointIO):
+    """Lightning plugin: every `trainer.save_checkpoint` is atomic, every load is weights_only."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        save_checkpoint(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=True):
+        return load_checkpoint(path, map_location=map_location or "cpu")
+
+    def remove_checkpoint(self, path):
+        Path(path).unlink(missing_ok=True)

@@ -1,0 +1,243 @@
+"""training_loop: the one shared, gin-configurable training loop (Lightning underneath).
+
+build (data, model, optimizer: every configuration error surfaces here, before a file is written)
+-> run folder (fresh, or reload from the newest valid checkpoint)
+-> fit (train, validate each epoch) -> test on the best checkpoint -> summary.json.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import gin
+import lightning_fabric  # noqa: F401
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from ginlab.callbacks import Checkpointer, Heartbeat, HistoryWriter, Interrupted, ProgressPrinter
+from ginlab.callbacks.checkpointer import step_checkpoints
+from ginlab.checkpoint_io import AtomicCheckpointIO, is_valid, load_checkpoint
+from ginlab.config import ConfigError, flat_config
+from ginlab.registry import CALLBACKS, DATAMODULES, MODELS
+from ginlab.run_folder import RunFolder, RunFolderError, now
+from ginlab.task import Classifier
+
+log = logging.getLogger("ginlab.progress")
+
+
+class RunFailed(RuntimeError):
+    """Training failed; meta.json says why."""
+
+
+def build_datamodule(name: str, seed: int):
+    datamodule = DATAMODULES[name]()
+    datamodule.check()  # missing data: a clear error before anything is written
+    datamodule.seed = seed
+    datamodule.setup()
+    return datamodule
+
+
+def build_model(name: str, datamodule, optimizer, lr_scheduler):
+    cls = MODELS[name]
+    if isinstance(cls, type) and issubclass(cls, pl.LightningModule):
+        return cls()  # a complete LightningModule: it brings its own steps and optimizers
+    net = cls(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
+    opt = optimizer(net.parameters())
+    scheduler = lr_scheduler(opt) if lr_scheduler is not None else None
+    return Classifier(net, opt, scheduler)
+
+
+def newest_valid_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint that is complete and loadable; broken ones are skipped loudly."""
+    for path in step_checkpoints(folder):
+        ok, reason = is_valid(path)
+        if ok:
+            return path
+        log.warning("WARNING: skipping broken checkpoint %s (%s); trying an older one", path, reason)
+    return None
+
+
+@gin.configurable(denylist=["save_dir", "command", "config_files", "bindings", "accepted_changes", "on_folder_ready"])
+def training_loop(
+    save_dir,
+    model: str = gin.REQUIRED,
+    datamodule: str = gin.REQUIRED,
+    optimizer=torch.optim.Adam,
+    lr_scheduler=None,
+    n_epochs: int = 10,
+    seed: int = 0,
+    gradient_clip_val: float | None = None,
+    precision: str = "32-true",
+    monitor: str = "val_acc",
+    monitor_mode: str = "max",
+    early_stopping_patience: int | None = None,
+    callbacks=(),
+    log_every_n_steps: int = 50,
+    print_every_n_steps: int | None = None,
+    checkpoint_every_n_steps: int | None = None,
+    checkpoint_every_n_seconds: float | None = 300,
+    keep_checkpoints: int = 2,
+    heartbeat_seconds: float = 30,
+    deterministic: bool = True,
+    accelerator: str = "auto",
+    devices="auto",
+    mlflow_tracking_uri: str | None = None,
+    mlflow_experiment: str = "ginlab",
+    reload: bool = False,
+    reload_allow_changes: bool = False,
+    command=None,
+    config_files=(),
+    bindings=(),
+    accepted_changes=(),
+    on_folder_ready=None,
+):
+    """Train `model` on `datamodule` into the run folder `save_dir`; return the summary dict.
+
+    Args (all settable from gin as training_loop.<name>):
+        model, datamodule: registered names ("cnn", "digits" ...).
+        optimizer, lr_scheduler: torch classes, e.g. @torch.optim.AdamW, @torch.optim.lr_scheduler.StepLR.
+        n_epochs, seed, gradient_clip_val, precision ("32-true", "bf16-mixed" ...): as in Lightning.
+        monitor, monitor_mode: the validation metric that picks best.ckpt and drives early stopping.
+        early_stopping_patience: epochs without improvement before stopping (None: off).
+        callbacks: names of registered extra callbacks.
+        log_every_n_steps: steps.jsonl and TensorBoard step logging; print_every_n_steps: terminal lines
+            (default: the same).
+        checkpoint_every_n_steps / checkpoint_every_n_seconds: mid-epoch checkpoints (None: off).
+        keep_checkpoints: rolling checkpoints kept (at least 2). heartbeat_seconds: meta.json heartbeat.
+        deterministic: torch deterministic algorithms (bitwise-reproducible on CPU).
+        mlflow_tracking_uri: also log to this MLflow server (TensorBoard is always on).
+        reload: continue the run in save_dir from its newest valid checkpoint.
+        reload_allow_changes: reload even though the configuration differs (recorded in meta.json).
+    Raises:
+        ConfigError: bad configuration or missing data (nothing written). RunFolderError: folder unusable.
+        Interrupted: stopped by a signal after writing a checkpoint. Other exceptions: training failed.
+    """
+    run = RunFolder(save_dir)
+    if reload and not run.meta.exists():
+        raise RunFolderError(
+            f"Cannot reload {save_dir}: it holds no run (no meta.json). "
+            f"Start a fresh run by leaving out training_loop.reload=True."
+        )
+    if not reload and run.holds_run():
+        raise RunFolderError(
+            f"{save_dir} already holds a run. To continue it, add -b training_loop.reload=True; "
+            f"to start a new run, choose another folder. Nothing was changed."
+        )
+
+    # -- build: every configuration error surfaces here, before the run folder is touched --------------------
+    pl.seed_everything(seed, workers=True, verbose=False)
+    try:
+        dm = build_datamodule(datamodule, seed)
+        module = build_model(model, dm, optimizer, lr_scheduler)
+        extra = [CALLBACKS[name]() for name in callbacks]
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"Could not build the run from its configuration: {e}") from e
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from e
+
+    # -- the run folder: one writer; fresh, or cut back to the checkpoint it resumes ------------------------
+    run.acquire()
+    try:
+        checkpoint = None
+        if reload:
+            for tmp in run.checkpoints.glob(".*.tmp"):
+                tmp.unlink()  # a write that a kill interrupted
+            checkpoint = newest_valid_checkpoint(run.checkpoints)
+            run.record_reload(command or [], checkpoint, accepted_changes=list(accepted_changes))
+            log.info("==== reload %s from %s", now(), checkpoint or "the start (no checkpoint was written yet)")
+        else:
+            run.create(command or [], config_files, list(bindings))
+        if on_folder_ready is not None:
+            on_folder_ready(run)
+        run.write_config(gin.operative_config_str(), flat_config())
+
+        history = HistoryWriter(run, log_every_n_steps)
+        if checkpoint is not None:
+            state = load_checkpoint(checkpoint).get("ginlab", {})
+            run.cut_history(state.get("history_rows", 0), state.get("step_rows", 0))
+        else:
+            run.cut_history(0, 0)
+        checkpointer = Checkpointer(run.checkpoints, history, monitor, monitor_mode, checkpoint_every_n_steps,
+                                    checkpoint_every_n_seconds, keep_checkpoints)
+        all_callbacks = [history, ProgressPrinter(run.path, print_every_n_steps or log_every_n_steps),
+                         Heartbeat(run, heartbeat_seconds), *extra]
+        if early_stopping_patience is not None:
+            all_callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=early_stopping_patience))
+        all_callbacks.append(checkpointer)
+        loggers = [TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False)]
+        if mlflow_tracking_uri:
+            loggers.append(_mlflow_logger(run, mlflow_tracking_uri, mlflow_experiment))
+
+        trainer = pl.Trainer(
+            max_epochs=n_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
+            gradient_clip_val=gradient_clip_val,
+            deterministic=deterministic,
+            callbacks=all_callbacks,
+            logger=loggers,
+            log_every_n_steps=log_every_n_steps,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # the batch sampler decides the order; see data/batching.py
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run.path),
+        )
+        try:
+            checkpointer.install_signal_handlers()
+            trainer.fit(module, datamodule=dm, ckpt_path=str(checkpoint) if checkpoint else None,
+                        weights_only=True)
+            if checkpointer.stop_signal is not None:
+                raise Interrupted(checkpointer.stop_signal)
+
+            best = run.checkpoints / "best.ckpt"
+            tested = best if best.exists() else run.checkpoints / "last.ckpt"
+            test_metrics = {}
+            if hasattr(module, "test_step") and tested.exists():
+                results = trainer.test(module, datamodule=dm, ckpt_path=str(tested), verbose=False,
+                                       weights_only=True)
+                test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+                log.info("test (%s): %s", tested.name, "  ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))
+            rows = run.history_rows()
+            summary = {
+                "status": "finished",
+                "epochs": len(rows),
+                "steps": trainer.global_step,
+                "time": round(history.elapsed(), 3),
+                "monitor": {"metric": monitor, "mode": monitor_mode},
+                "final": rows[-1] if rows else {},
+                "best": {**({"epoch": checkpointer.best["epoch"], "step": checkpointer.best["step"],
+                             monitor: checkpointer.best["value"]} if checkpointer.best else {}),
+                         "checkpoint": str(tested.relative_to(run.path))},
+                "test": {**test_metrics, "checkpoint": str(tested.relative_to(run.path))},
+            }
+            run.write_summary(summary)
+            run.write_config(gin.operative_config_str(), flat_config())
+            run.update_meta(status="finished", ended=now(), heartbeat=now(), exit_code=0)
+        except Interrupted as e:
+            log.info("interrupted (%s); continue with -b training_loop.reload=True", e)
+            run.update_meta(status="interrupted", ended=now(), heartbeat=now(), exit_code=3)
+            raise
+        except BaseException as e:
+            import traceback
+
+            run.update_meta(status="failed", ended=now(), heartbeat=now(), exit_code=1,
+                            error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
+            raise
+        return summary
+    finally:
+        run.release()
+
+
+def _mlflow_logger(run: RunFolder, uri: str, experiment: str):
+    """MLflow mirrors the run (self-hosted server); a reload continues the same MLflow run."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    meta = run.read_meta()
+    logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=run.path.name,
+                          run_id=meta.get("mlflow_run_id"), tags={"run_folder": str(run.path.resolve())})
+    run.update_meta(mlflow_run_id=logger.run_id, mlflow_tracking_uri=uri)
+    return logger

@@ -1,0 +1,203 @@
+"""The run folder: its layout, its metadata, its single writer. The format is documented in docs/run-folder.md.
+
+Everything here is safe against a crash at any moment: metadata and summaries are replaced atomically,
+history files are append-only whole lines, and a reload cuts the history back to the resumed checkpoint.
+"""
+
+import datetime
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import filelock
+
+from ginlab.atomic import append_line, atomic_write_json, atomic_write_text, read_jsonl, rewrite_jsonl
+
+FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used as asked (holds a run, missing, locked by another process ...)."""
+
+
+class RunFolder:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.meta = self.path / "meta.json"
+        self.config_gin = self.path / "config.gin"
+        self.config_json = self.path / "config.json"
+        self.configs = self.path / "configs"
+        self.git_diff = self.path / "git.diff"
+        self.log = self.path / "log.txt"
+        self.history = self.path / "history.jsonl"
+        self.steps = self.path / "steps.jsonl"
+        self.summary = self.path / "summary.json"
+        self.checkpoints = self.path / "checkpoints"
+        self.tensorboard = self.path / "tensorboard"
+        self.evaluations = self.path / "evaluations"
+        self.lock_file = self.path / ".lock"
+        self.lock_info = self.path / ".lock.json"
+        self._lock = None
+
+    # -- what is there -------------------------------------------------------------------------------------
+    def holds_run(self) -> bool:
+        return self.meta.exists() or self.checkpoints.exists() or self.history.exists()
+
+    def read_meta(self) -> dict:
+        return json.loads(self.meta.read_text())
+
+    def saved_config(self) -> dict:
+        return json.loads(self.config_json.read_text()) if self.config_json.exists() else {}
+
+    def config_files(self) -> list[Path]:
+        """The config files the run was started with, in order, then its bindings file."""
+        return sorted(self.configs.glob("*.gin")) if self.configs.exists() else []
+
+    # -- one writer ----------------------------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Become the only writer of this folder, or fail naming the process that is."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(self.lock_file, timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            holder = self._read_lock_info()
+            raise RunFolderError(
+                f"{self.path} is being written by another process: host {holder.get('host', '?')}, "
+                f"pid {holder.get('pid', '?')}, since {holder.get('started', '?')}.\n"
+                f"Wait for it to finish, or stop it first (a stopped run continues with -b training_loop.reload=True)."
+            ) from None
+        previous = self._read_lock_info()
+        if previous:
+            log.warning(
+                "Taking over %s from a writer that is gone (host %s, pid %s, since %s); it did not exit cleanly.",
+                self.path, previous.get("host"), previous.get("pid"), previous.get("started"),
+            )
+        atomic_write_json(self.lock_info, {"host": socket.gethostname(), "pid": os.getpid(), "started": now()})
+        self._lock = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self.lock_info.unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
+
+    def _read_lock_info(self) -> dict:
+        try:
+            return json.loads(self.lock_info.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def create(self, command: list[str], config_files, bindings: list[str]) -> None:
+        """Start a fresh run here: copy its configs, record where it comes from, mark it running."""
+        self.configs.mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(config_files):
+            shutil.copyfile(f, self.configs / f"{i:02d}-{Path(f).name}")
+        atomic_write_text(self.configs / "bindings.gin", "".join(b + "\n" for b in bindings))
+        git = git_state(self.git_diff)
+        atomic_write_json(self.meta, {
+            "format_version": FORMAT_VERSION,
+            "status": "running",
+            "started": now(),
+            "ended": None,
+            "heartbeat": now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": command,
+            "cwd": os.getcwd(),
+            "versions": versions(),
+            "git": git,
+            "error": None,
+            "exit_code": None,
+            "reloads": [],
+        })
+
+    def update_meta(self, **changes) -> dict:
+        meta = self.read_meta()
+        meta.update(changes)
+        atomic_write_json(self.meta, meta)
+        return meta
+
+    def record_reload(self, command: list[str], checkpoint, accepted_changes: list[str]) -> None:
+        meta = self.read_meta()
+        meta["reloads"].append({
+            "time": now(), "checkpoint": str(checkpoint) if checkpoint else None, "host": socket.gethostname(),
+            "pid": os.getpid(), "command": command, "accepted_config_changes": accepted_changes,
+        })
+        meta.update(status="running", ended=None, heartbeat=now(), host=socket.gethostname(), pid=os.getpid(),
+                    error=None, exit_code=None)
+        atomic_write_json(self.meta, meta)
+
+    def write_config(self, operative_gin: str, flat: dict) -> None:
+        atomic_write_text(self.config_gin, operative_gin)
+        atomic_write_json(self.config_json, flat)
+
+    def append_history(self, row: dict) -> None:
+        append_line(self.history, json.dumps(row))
+
+    def append_step(self, row: dict) -> None:
+        append_line(self.steps, json.dumps(row))
+
+    def history_rows(self) -> list[dict]:
+        return read_jsonl(self.history)
+
+    def step_rows(self) -> list[dict]:
+        return read_jsonl(self.steps)
+
+    def cut_history(self, history_rows: int, step_rows: int) -> None:
+        """Keep the first rows that the resumed checkpoint had seen written; drop what came after it."""
+        for path, keep in [(self.history, history_rows), (self.steps, step_rows)]:
+            rows = read_jsonl(path)
+            if len(rows) != keep or (path.exists() and not path.read_bytes().endswith(b"\n") and path.stat().st_size):
+                rewrite_jsonl(path, rows[:keep])
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.summary, summary)
+
+
+def versions() -> dict:
+    import gin
+    import pytorch_lightning
+    import torch
+
+    import ginlab
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "pytorch_lightning": pytorch_lightning.__version__, "gin": getattr(gin, "__version__", "0.5.0"),
+            "ginlab": ginlab.__version__}
+
+
+def git_state(diff_path: Path) -> dict:
+    """Commit, branch and dirtiness of the code; the diff is saved beside meta.json when dirty."""
+
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    if commit is None:
+        return {"commit": None, "branch": None, "dirty": None, "diff": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    dirty = bool(status.strip())
+    if dirty:
+        atomic_write_text(diff_path, git("diff", "HEAD"))
+    return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(), "dirty": dirty,
+            "diff": diff_path.name if dirty else None}
+
+
+def python_command() -> list[str]:
+    return [sys.executable, *sys.argv]

@@ -1,0 +1,88 @@
+"""Classifier: the LightningModule that trains any registered `nn.Module` mapping images to class scores.
+
+Metrics are accumulated in tensors during the epoch and logged once at its end (train_loss, val_loss,
+val_acc, test_loss, test_acc): per-step `self.log` calls would cost more than a small model's step.
+The accumulators are part of the checkpoint, so an epoch resumed mid-way reports the same mean.
+"""
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler=None):
+        super().__init__()
+        self.net = net
+        self._optimizer, self._lr_scheduler = optimizer, lr_scheduler
+        self.register_buffer("_train_sums", torch.zeros(2, dtype=torch.float64), persistent=False)  # loss*n, n
+        self._eval_sums = {}
+
+    def forward(self, x):
+        return self.net(x)
+
+    def configure_optimizers(self):
+        if self._lr_scheduler is None:
+            return self._optimizer
+        scheduler = {"scheduler": self._lr_scheduler, "interval": "epoch"}
+        if isinstance(self._lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler["monitor"] = "val_loss"
+        return {"optimizer": self._optimizer, "lr_scheduler": scheduler}
+
+    # -- training ------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        with torch.no_grad():
+            self._train_sums += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), dtype=torch.float64)])
+        return loss
+
+    def on_train_epoch_end(self):
+        loss_sum, count = self._train_sums.tolist()
+        if count:
+            self.log("train_loss", loss_sum / count)
+        self._train_sums.zero_()
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def _eval_step(self, batch, stage):
+        x, y = batch
+        logits = self.net(x)
+        sums = torch.stack([
+            F.cross_entropy(logits, y, reduction="sum").double(),
+            (logits.argmax(1) == y).sum().double(),
+            torch.tensor(len(y), dtype=torch.float64),
+        ])
+        self._eval_sums[stage] = self._eval_sums.get(stage, 0) + sums
+
+    def _eval_epoch_end(self, stage):
+        sums = self._eval_sums.pop(stage, None)
+        if sums is None:
+            return
+        loss_sum, correct, count = sums.tolist()
+        self.log(f"{stage}_loss", loss_sum / count)
+        self.log(f"{stage}_acc", correct / count)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch, batch_idx):
+        x, y = batch
+        return {"target": y, "scores": torch.softmax(self.net(x), dim=1)}
+
+    # -- exact resume --------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["ginlab_train_sums"] = self._train_sums.clone().cpu()
+
+    def on_load_checkpoint(self, checkpoint):
+        if "ginlab_train_sums" in checkpoint:
+            self._train_sums.copy_(checkpoint["ginlab_train_sums"])
