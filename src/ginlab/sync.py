@@ -435,7 +435,7 @@ def sync(config: SyncConfig, sync_filter: SyncFilter | None = None) -> SyncResul
             if not error.retryable or (config.retries is not None and backoff.failures >= config.retries):
                 raise
             wait = backoff.next_wait()
-            logger.warning("sync to %s failed (%s); retry %d in %.1f s", config.dest, error, backoff.failures, wait)
+            logger.warning("sync to %s failed (%s); retry %d in %.3g s", config.dest, error, backoff.failures, wait)
             time.sleep(wait)
 
 
@@ -672,7 +672,7 @@ def watch(
                     raise
                 wait = backoff.next_wait()
                 next_attempt = time.monotonic() + wait
-                logger.warning("sync to %s failed (%s); retry %d in %.1f s", config.dest, error, backoff.failures, wait)
+                logger.warning("sync to %s failed (%s); retry %d in %.3g s", config.dest, error, backoff.failures, wait)
                 continue
             if backoff.failures:
                 logger.warning("sync to %s works again after %d failed attempts", config.dest, backoff.failures)

@@ -1,0 +1,532 @@
+"""bin/sync.py and ginlab.sync against a real watchman daemon and real rsync.
+
+The watchman daemon is started by a fixture with its own socket, state and log files in a temporary
+folder and shut down afterwards, even when a test fails. Without watchman, rsync or ssh installed the
+tests that need them are skipped, unless GINLAB_REQUIRE_SERVICES=1 (CI) makes that a failure.
+Waiting is done by polling with a deadline, never by fixed sleeps.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ginlab import sync as gsync
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / "bin" / "sync.py"
+
+
+def require_tool(name: str) -> str:
+    """The path of `name`; skip the test when it is missing, or fail when GINLAB_REQUIRE_SERVICES=1."""
+    path = shutil.which(name)
+    if path is None:
+        package = {"ssh": "openssh-client"}.get(name, name)
+        message = f"{name} is not installed (Debian: apt-get install {package})"
+        if os.environ.get("GINLAB_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{message}, and GINLAB_REQUIRE_SERVICES=1 requires it")
+        pytest.skip(f"{message}; set GINLAB_REQUIRE_SERVICES=1 to make this a failure")
+    return path
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def closed_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="module")
+def watchman_sock(tmp_path_factory):
+    """A private watchman daemon for this module; yields its socket path."""
+    require_tool("watchman")
+    folder = tmp_path_factory.mktemp("wm")  # short: unix socket paths are limited to ~104 bytes
+    sock = folder / "sock"
+    started = subprocess.run(
+        ["watchman", f"--sockname={sock}", f"--statefile={folder / 'state'}", f"--logfile={folder / 'log'}",
+         f"--pidfile={folder / 'pid'}", "get-sockname"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        yield str(sock)
+    finally:
+        subprocess.run(["watchman", f"--sockname={sock}", "shutdown-server"], capture_output=True, timeout=30)
+        pid = int((folder / "pid").read_text())
+        try:
+            wait_until(lambda: not gsync._process_alive(pid), timeout=5, what="watchman to exit")
+        except AssertionError:
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def env(watchman_sock):
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WATCHMAN_SOCK": watchman_sock}
+
+
+@pytest.fixture
+def plain_env():
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    environment.pop("WATCHMAN_SOCK", None)
+    return environment
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A small project with code, and with paths that must never be synced."""
+    require_tool("rsync")
+    root = tmp_path / "project"
+    for path, text in {
+        "src/pkg/model.py": "print('model')\n",
+        "src/pkg/data/loader.py": "# a code package named data: synced\n",
+        "configs/base.gin": "train.lr = 0.1\n",
+        "README.md": "hello\n",
+        "results/run1/metrics.csv": "step,loss\n",
+        "data/train.bin": "x" * 1000,
+        ".git/HEAD": "ref: refs/heads/main\n",
+        ".venv/bin/python": "",
+        "src/pkg/__pycache__/model.cpython-311.pyc": "",
+        "notes/scratch.tmp": "from .syncignore\n",
+    }.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    (root / ".syncignore").write_text("# local scratch\n*.tmp\n")
+    return root
+
+
+SYNCED = {"src/pkg/model.py", "src/pkg/data/loader.py", "configs/base.gin", "README.md", ".syncignore"}
+
+
+class Watcher:
+    """bin/sync.py running in watch mode, with its output in files to poll."""
+
+    def __init__(self, args: list[str], env: dict, folder: Path):
+        self.stdout_path, self.stderr_path = folder / "sync.out", folder / "sync.err"
+        with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
+            self.process = subprocess.Popen([sys.executable, str(BIN), *args], stdout=out, stderr=err, env=env)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def wait_for_output(self, pattern: str, count: int = 1, timeout: float = 10.0) -> None:
+        def found():
+            assert self.process.poll() is None, f"sync.py exited early:\n{self.stdout}\n{self.stderr}"
+            return len(re.findall(pattern, self.stdout + self.stderr)) >= count
+
+        wait_until(found, timeout, what=f"{count} x {pattern!r} in the output of sync.py")
+
+    def interrupt(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=15)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def start_watcher(tmp_path):
+    watchers = []
+
+    def start(args: list[str], env: dict) -> Watcher:
+        watchers.append(Watcher(args, env, tmp_path))
+        return watchers[-1]
+
+    yield start
+    for watcher in watchers:
+        watcher.kill()
+
+
+def run_sync(args: list[str], env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BIN), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def watched_roots(sock: str) -> list[str]:
+    import pywatchman
+
+    with pywatchman.client(sockpath=sock) as client:
+        return client.query("watch-list")["roots"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line, one sync
+
+
+def test_help_does_not_import_torch(plain_env):
+    completed = subprocess.run(
+        [sys.executable, "-X", "importtime", str(BIN), "--help"], capture_output=True, text=True, env=plain_env
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "--delete" in completed.stdout
+    imported = [line.split("|")[-1].strip() for line in completed.stderr.splitlines() if "|" in line]
+    assert not [name for name in imported if name.split(".")[0] in ("torch", "pytorch_lightning", "pywatchman")]
+
+
+def test_once_sends_code_and_leaves_excluded_paths_behind(project, tmp_path, plain_env):
+    dest = tmp_path / "mirror"
+    completed = run_sync([str(dest), "--source", str(project), "--once"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert files_under(dest) == SYNCED
+    # One line per sync: files, bytes, time.
+    assert re.search(r"synced: 5 files, [\d.]+ (B|kB) \([\d.]+ (B|kB) sent\) in \d+\.\d\d s", completed.stdout)
+
+
+def test_dry_run_lists_what_would_go_and_sends_nothing(project, tmp_path, plain_env):
+    dest = tmp_path / "mirror"
+    dest.mkdir()
+    (dest / "stale.py").write_text("deleted locally long ago\n")
+    completed = run_sync([str(dest), "--source", str(project), "--dry-run", "--delete"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert "would send: 5 files" in completed.stdout
+    assert re.search(r"^  \S+ +src/pkg/model\.py$", completed.stdout, re.M)
+    assert re.search(r"^  \*deleting +stale\.py$", completed.stdout, re.M)
+    assert "results" not in completed.stdout
+    assert files_under(dest) == {"stale.py"}
+
+
+def test_delete_removes_only_inside_dest_and_keeps_remote_excluded_paths(project, tmp_path, plain_env):
+    dest = tmp_path / "mirror"
+    remote_only = {
+        "results/run7/metrics.csv": "produced on the remote",
+        "data/cache.bin": "downloaded on the remote",
+        "src/pkg/__pycache__/model.cpython-311.pyc": "remote bytecode",
+        "old/scratch.tmp": ".syncignore'd, only on the remote",
+        "stale.py": "deleted locally",
+        "gone_pkg/__pycache__/x.pyc": "cache in a folder deleted locally",
+    }
+    for path, text in remote_only.items():
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / path).write_text(text)
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    (beside / "keep.txt").write_text("next to DEST")
+
+    completed = run_sync([str(dest), "--source", str(project), "--once"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert files_under(dest) == SYNCED | set(remote_only), "without --delete nothing is deleted"
+
+    completed = run_sync([str(dest), "--source", str(project), "--once", "--delete"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    kept = {"results/run7/metrics.csv", "data/cache.bin", "src/pkg/__pycache__/model.cpython-311.pyc",
+            "old/scratch.tmp"}
+    assert files_under(dest) == SYNCED | kept
+    assert (dest / "results/run7/metrics.csv").read_text() == "produced on the remote"
+    assert files_under(beside) == {"keep.txt"}
+    assert re.search(r"synced: 0 files, 0 B .*, 4 deleted", completed.stdout)
+
+
+@pytest.mark.parametrize(
+    "dest, message",
+    [
+        ("{source}/mirror", "inside the source"),
+        ("{source}/..", "contains the source"),
+        ("user@host:", "home or root folder"),
+        ("user@host:~", "home or root folder"),
+        ("user@host:/", "home or root folder"),
+        ("rsync://host/module", "rsync daemon"),
+    ],
+)
+def test_unsafe_dest_is_a_usage_error(project, plain_env, dest, message):
+    completed = run_sync([dest.format(source=project), "--source", str(project), "--once", "--delete"], plain_env)
+    assert completed.returncode == 2
+    assert message in completed.stderr
+    assert "Give a folder of its own" in completed.stderr
+
+
+def test_missing_watchman_names_the_install_commands(project, tmp_path, plain_env):
+    only_rsync = tmp_path / "bin-without-watchman"
+    only_rsync.mkdir()
+    (only_rsync / "rsync").symlink_to(shutil.which("rsync"))
+    completed = run_sync(
+        [str(tmp_path / "mirror"), "--source", str(project)], {**plain_env, "PATH": str(only_rsync)}
+    )
+    assert completed.returncode == 1
+    assert "watchman is not installed" in completed.stderr
+    assert "sudo apt-get install watchman" in completed.stderr
+    assert "brew install watchman" in completed.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Excludes: rsync and the watchman-side filter must agree
+
+
+TRICKY_SYNCIGNORE = """
+# comment
+*.log
+!keep.log
+/build/
+docs/**/draft.md
+**/secret
+logs/
+a/b.txt
+/*.csv
+!/wanted.csv
+cache/**
+"""
+
+TRICKY_TREE = [
+    "x.log", "sub/y.log", "keep.log", "sub/keep.log", "build/out.o", "src/build/kept.py", "docs/draft.md",
+    "docs/a/b/draft.md", "docs/other.md", "secret", "deep/er/secret", "deep/secret/inside.txt", "logs/run.txt",
+    "src/logs/x.txt", "a/b.txt", "z/a/b.txt", "table.csv", "wanted.csv", "sub/table.csv", "cache/c.bin",
+    "results/r.txt", "src/results/ok.py", "data/d.bin", "src/data/loader.py", "pkg/__pycache__/m.pyc",
+    "pkg/m.pyc", ".git/HEAD", "sub/.git", "mlruns/0/meta.yaml", ".venv/pyvenv.cfg", "venv/pyvenv.cfg",
+    "app.egg-info/PKG-INFO", "notes.txt~", ".watchman-cookie-vm-1-2", "plain.py",
+]
+
+
+def test_rsync_sends_exactly_what_the_filter_does_not_exclude(tmp_path, plain_env):
+    require_tool("rsync")
+    source = tmp_path / "source"
+    for path in TRICKY_TREE:
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text(path)
+    (source / ".syncignore").write_text(TRICKY_SYNCIGNORE)
+    sync_filter = gsync.build_filter(source)
+    expected = {path for path in files_under(source) if not sync_filter.is_excluded(path)}
+
+    completed = run_sync([str(tmp_path / "mirror"), "--source", str(source), "--once"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert files_under(tmp_path / "mirror") == expected
+    # And the filter itself matches gitignore semantics on these paths.
+    assert expected == {
+        ".syncignore", "keep.log", "sub/keep.log", "src/build/kept.py", "docs/other.md",
+        "z/a/b.txt", "wanted.csv", "sub/table.csv", "src/results/ok.py", "src/data/loader.py", "plain.py",
+    }
+
+
+@pytest.mark.parametrize(
+    "line, rules",
+    [
+        ("# comment", []),
+        ("", []),
+        ("*.log", ["- *.log"]),
+        ("!keep.log", ["+ keep.log"]),
+        ("/build/", ["- /build/"]),
+        ("a/b.txt", ["- /a/b.txt"]),
+        ("**/secret", ["- secret"]),
+        ("**/x/y", ["- x/y"]),
+        ("docs/**/draft.md", ["- /docs/**/draft.md", "- /docs/draft.md"]),
+        ("\\#hash", ["- #hash"]),
+        ("trailing   ", ["- trailing"]),
+    ],
+)
+def test_gitignore_lines_become_rsync_rules(line, rules):
+    assert gsync.gitignore_to_rsync(line) == rules
+
+
+def test_cache_rules_are_perishable():
+    assert gsync.gitignore_to_rsync("__pycache__/", perishable=True) == ["-p __pycache__/"]
+    rules = gsync.build_filter(Path("/nonexistent")).rsync_rules()
+    assert "-p __pycache__/" in rules and "- /results/" in rules
+    assert rules[:2] == ["- .git", "- .watchman-cookie-*"], "git and cookies come first: no `!` can undo them"
+
+
+def test_rsync_stats_are_parsed():
+    output = (
+        "*deleting   old.py\n>f+++++++++ src/a.py\n.d..t...... src/\n\nNumber of files: 22 (reg: 9, dir: 13)\n"
+        "Number of deleted files: 1 (reg: 1)\nNumber of regular files transferred: 2\n"
+        "Total transferred file size: 123,458 bytes\nTotal bytes sent: 1,124,072\n"
+    )
+    result = gsync.parse_rsync_output(output, seconds=0.25)
+    assert (result.num_files, result.num_deleted, result.num_bytes, result.num_bytes_sent) == (2, 1, 123458, 1124072)
+    assert result.changes == ("*deleting   old.py", ">f+++++++++ src/a.py", ".d..t...... src/")
+    assert result.summary() == "2 files, 123.5 kB (1.1 MB sent), 1 deleted in 0.25 s"
+
+
+def test_load_destination():
+    source = Path("/tmp/project")
+    assert gsync.load_destination("alice@cluster:work/ginlab", source) == gsync.Destination(
+        "work/ginlab", "alice@cluster"
+    )
+    assert gsync.load_destination("./odd:name", source).host is None  # a slash before the colon: local
+    with pytest.raises(gsync.UsageError, match="remote home or root folder"):
+        gsync.load_destination("cluster:.", source)
+
+
+# --------------------------------------------------------------------------------------------------
+# Watching
+
+
+def test_watch_follows_create_modify_delete_rename(project, tmp_path, env, watchman_sock, start_watcher):
+    dest = tmp_path / "mirror"
+    watcher = start_watcher([str(dest), "--source", str(project), "--delete"], env)
+    watcher.wait_for_output(r"initial sync: 5 files")
+    assert files_under(dest) == SYNCED
+
+    (project / "src/pkg/new.py").write_text("created\n")
+    wait_until(lambda: (dest / "src/pkg/new.py").is_file(), what="a created file")
+    (project / "src/pkg/model.py").write_text("print('model v2')\n")
+    wait_until(lambda: (dest / "src/pkg/model.py").read_text() == "print('model v2')\n", what="a modification")
+    (project / "README.md").unlink()
+    wait_until(lambda: not (dest / "README.md").exists(), what="a deletion")
+    (project / "src/pkg/new.py").rename(project / "src/pkg/renamed.py")
+    wait_until(lambda: (dest / "src/pkg/renamed.py").is_file() and not (dest / "src/pkg/new.py").exists(),
+               what="a file rename")
+    (project / "configs").rename(project / "gin_configs")
+    wait_until(lambda: (dest / "gin_configs/base.gin").is_file() and not (dest / "configs").exists(),
+               what="a folder rename")
+
+    # Excluded paths never arrive: write them, then a synced file, and check once that one is there.
+    (project / "results/run2").mkdir()
+    (project / "results/run2/metrics.csv").write_text("step,loss\n")
+    (project / "src/pkg/__pycache__/new.cpython-311.pyc").write_text("")
+    (project / "src/pkg/draft.tmp").write_text("")
+    (project / "src/pkg/after.py").write_text("")
+    wait_until(lambda: (dest / "src/pkg/after.py").exists(), what="the file after the excluded ones")
+    assert not (dest / "results").exists() and not (dest / "src/pkg/draft.tmp").exists()
+    assert not (dest / "src/pkg/__pycache__").exists()
+
+    assert str(project) in watched_roots(watchman_sock)
+    assert watcher.interrupt() == 0
+    assert "stopped; the watch is removed" in watcher.stderr
+    assert str(project) not in watched_roots(watchman_sock)
+
+
+def test_watch_ignores_changes_to_excluded_paths(project, tmp_path, env, start_watcher):
+    dest = tmp_path / "mirror"
+    watcher = start_watcher([str(dest), "--source", str(project)], env)
+    watcher.wait_for_output(r"initial sync")
+    for step in range(5):  # a training run writing its results
+        (project / f"results/run1/step{step}.csv").write_text("1,2\n")
+    (project / "src/pkg/late.py").write_text("")
+    wait_until(lambda: (dest / "src/pkg/late.py").exists(), what="late.py")
+    watcher.wait_for_output(r"synced: ", count=1)
+    time.sleep(0.3)  # room for a wrongly triggered extra sync to show up in the output
+    assert watcher.stdout.count("synced: ") == 1, watcher.stdout
+    assert watcher.interrupt() == 0
+
+
+def test_watch_without_delete_keeps_files_deleted_locally(project, tmp_path, env, start_watcher):
+    dest = tmp_path / "mirror"
+    watcher = start_watcher([str(dest), "--source", str(project)], env)
+    watcher.wait_for_output(r"initial sync")
+    (project / "README.md").unlink()
+    (project / "src/pkg/marker.py").write_text("")
+    wait_until(lambda: (dest / "src/pkg/marker.py").exists(), what="marker.py")
+    assert (dest / "README.md").exists()
+    assert watcher.interrupt() == 0
+
+
+def test_changed_syncignore_is_reloaded(project, tmp_path, env, start_watcher):
+    dest = tmp_path / "mirror"
+    watcher = start_watcher([str(dest), "--source", str(project)], env)
+    watcher.wait_for_output(r"initial sync")
+    (project / ".syncignore").write_text("*.tmp\n*.ckpt\n")
+    watcher.wait_for_output(r"reloaded the excludes")
+    (project / "src/pkg/weights.ckpt").write_text("big")
+    (project / "src/pkg/marker.py").write_text("")
+    wait_until(lambda: (dest / "src/pkg/marker.py").exists(), what="marker.py")
+    assert not (dest / "src/pkg/weights.ckpt").exists()
+    assert watcher.interrupt() == 0
+
+
+def test_own_watchman_is_started_and_shut_down(project, tmp_path, plain_env, start_watcher):
+    require_tool("watchman")
+    dest = tmp_path / "mirror"
+    watcher = start_watcher([str(dest), "--source", str(project), "--own-watchman"], plain_env)
+    watcher.wait_for_output(r"initial sync")
+    sock = re.search(r"started a private watchman \(socket (\S+),", watcher.stderr)[1]
+    (project / "src/pkg/new.py").write_text("")
+    wait_until(lambda: (dest / "src/pkg/new.py").exists(), what="new.py")
+    assert watcher.interrupt() == 0
+
+    def daemon_running():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if f"--sockname={sock}".encode() in cmdline.read_bytes():
+                    return True
+            except OSError:
+                continue
+        return False
+
+    assert not daemon_running()
+    assert not Path(sock).parent.exists(), "the private watchman's folder is removed"
+
+
+# --------------------------------------------------------------------------------------------------
+# A remote that fails
+
+
+@pytest.fixture
+def unreachable_rsh():
+    """ssh to a closed port on loopback: fails at once with 'Connection refused'."""
+    require_tool("ssh")
+    port = closed_loopback_port()
+    return f"ssh -p {port} -o ConnectTimeout=2 -o BatchMode=yes -o StrictHostKeyChecking=no"
+
+
+def test_once_to_unreachable_dest_retries_then_fails(project, plain_env, unreachable_rsh):
+    completed = run_sync(
+        ["tester@127.0.0.1:mirror", "--source", str(project), "--once", "--rsh", unreachable_rsh,
+         "--retries", "2", "--retry-wait", "0.05"],
+        plain_env,
+    )
+    assert completed.returncode == 1
+    assert "retry 1 in 0.05 s" in completed.stderr and "retry 2 in 0.1 s" in completed.stderr
+    assert "Connection refused" in completed.stderr
+    assert re.search(r"sync\.py: failed: rsync exit 255", completed.stderr)
+    assert "Traceback" not in completed.stderr
+
+
+def test_watch_keeps_retrying_unreachable_dest_and_stops_cleanly(project, env, unreachable_rsh, start_watcher):
+    watcher = start_watcher(
+        ["tester@127.0.0.1:mirror", "--source", str(project), "--rsh", unreachable_rsh, "--retry-wait", "0.05"], env
+    )
+    watcher.wait_for_output(r"failed \(rsync exit 255.*Connection refused.*\); retry \d+ in", count=4)
+    assert re.search(r"retry 1 in 0\.05 s.*\n.*retry 2 in 0\.1 s.*\n.*retry 3 in 0\.2 s", watcher.stderr)
+    assert watcher.interrupt() == 0
+    assert "Traceback" not in watcher.stderr
+
+
+def test_remote_that_comes_back_gets_the_changes(project, tmp_path, env, start_watcher):
+    """A fake ssh runs the remote rsync locally, but fails its first 3 connections."""
+    fake_ssh = tmp_path / "flaky-ssh"
+    attempts = tmp_path / "attempts"
+    fake_ssh.write_text(
+        "#!/bin/sh\n"
+        f"echo x >> {attempts}\n"
+        f'if [ $(wc -l < {attempts}) -le 3 ]; then echo "ssh: connect to host cluster: No route" >&2; exit 255; fi\n'
+        'while [ "$1" != rsync ]; do shift; done\n'
+        'exec sh -c "$*"\n'
+    )
+    fake_ssh.chmod(0o755)
+    dest = tmp_path / "remote-home" / "mirror"
+    dest.parent.mkdir()
+    watcher = start_watcher(
+        [f"alice@cluster:{dest}", "--source", str(project), "--rsh", str(fake_ssh), "--retry-wait", "0.05"], env
+    )
+    watcher.wait_for_output(r"retry 3 in")
+    (project / "src/pkg/while_down.py").write_text("")
+    watcher.wait_for_output(r"works again after 3 failed attempts")
+    wait_until(lambda: files_under(dest) >= SYNCED | {"src/pkg/while_down.py"}, what="the catch-up sync")
+    assert watcher.interrupt() == 0
