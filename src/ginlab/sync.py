@@ -258,6 +258,8 @@ def load_destination(dest: str, source: Path) -> Destination:
         raise UsageError(f"DEST {dest!r} is inside the source {source}; it would sync into itself. {how_to}")
     if target in source.parents:
         raise UsageError(f"DEST {dest!r} contains the source {source}; that would mix the two. {how_to}")
+    if not target.parent.is_dir():
+        raise UsageError(f"DEST {dest!r}: its parent folder {target.parent} does not exist. Create it first.")
     return Destination(path=str(target))
 
 
@@ -559,7 +561,8 @@ class WatchmanSubscription:
 
     def __enter__(self) -> WatchmanSubscription:
         pywatchman = _import_pywatchman()
-        self.client = pywatchman.client(sockpath=self.sockpath, timeout=10.0)
+        # Generous: subscribing to a big tree waits for watchman's first crawl of it.
+        self.client = pywatchman.client(sockpath=self.sockpath, timeout=120.0)
         try:
             watched = set(self.client.query("watch-list")["roots"])
             response = self.client.query("watch-project", str(self.source))
@@ -617,16 +620,19 @@ class WatchmanSubscription:
     def close(self) -> None:
         if self.client is None:
             return
+        # Closing the connection ends the subscription. The watch is removed over a new connection:
+        # a Ctrl-C may have landed in the middle of reading a result on the old one.
+        sockpath = self.client.sockpath
+        self.client.close()
+        self.client = None
+        if self.root is None or not self.created_watch:
+            return
+        pywatchman = _import_pywatchman()
         try:
-            if self.root is not None:
-                self.client.query("unsubscribe", self.root, self.name)
-                if self.created_watch:
-                    self.client.query("watch-del", self.root)
-        except Exception as error:  # noqa: BLE001 (cleanup must not hide the original error)
-            logger.warning("could not remove the watchman subscription on %s: %s", self.root, error)
-        finally:
-            self.client.close()
-            self.client = None
+            with pywatchman.client(sockpath=sockpath, timeout=10.0) as client:
+                client.query("watch-del", self.root)
+        except (pywatchman.WatchmanError, OSError) as error:
+            logger.warning("could not remove the watchman watch on %s: %s", self.root, error)
 
     def __exit__(self, *exc_info) -> None:
         self.close()
