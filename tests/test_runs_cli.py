@@ -1,0 +1,76 @@
+"""Tests of bin/runs.py, run as a program on run folders written per docs/run-folder.md."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_analysis import write_run
+
+ROOT = Path(__file__).parents[1]
+
+
+def runs_py(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, str(ROOT / "bin" / "runs.py"), *map(str, args)],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+
+
+def table_rows(output: str) -> dict[str, list[str]]:
+    """{run name: [cells...]} of the printed table (cells are separated by runs of spaces)."""
+    rows = {}
+    for line in output.splitlines()[1:]:
+        if re.match(r"\d+ runs?: ", line):  # the summary line ends the table
+            break
+        rows[line.split()[0]] = line.split()[1:]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "sweep"
+    write_run(root / "lr-0.001", lr=0.001)
+    write_run(root / "lr-0.01", lr=0.01, n_epochs=4)
+    write_run(root / "running", status="running", lr=0.003, heartbeat_age=5, partial_line='{"epoch": 3, "step": 1')
+    write_run(root / "stale", status="running", lr=0.03, heartbeat_age=900)
+    write_run(root / "failed", status="failed", lr=0.1, epochs=2)
+    (root / "no-meta").mkdir()
+    (root / "no-meta" / "config.json").write_text("{}")
+    return root
+
+
+def test_lists_status_progress_best_and_age_of_every_run(sweep):
+    result = runs_py(sweep)
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0].split()
+    assert header == ["run", "status", "progress", "best", "val_acc", "(max)", "age"]
+    rows = table_rows(result.stdout)
+    assert list(rows) == ["failed", "lr-0.001", "lr-0.01", "running", "stale"]
+    assert rows["lr-0.001"][:3] == ["finished", "5/5", "0.66"]  # best from summary.json
+    assert rows["running"][:3] == ["running", "3/5", "0.58"]  # best so far, from the complete history lines
+    assert rows["stale"][0] == "stale" and rows["stale"][3] == "15m"
+    assert rows["failed"][:3] == ["failed", "2/5", "0.54"]
+    assert "5 runs: 1 failed, 2 finished, 1 running, 1 stale; 1 unreadable" in result.stdout
+    assert f"unreadable: {sweep / 'no-meta'}: meta.json is missing (it has config.json)" in result.stdout
+
+
+def test_sorts_filters_and_shows_config_columns(sweep):
+    result = runs_py(sweep, "--sort", "best", "-c", "Adam.lr", "--status", "finished,failed")
+    assert list(table_rows(result.stdout)) == ["lr-0.001", "lr-0.01", "failed"]
+    assert table_rows(result.stdout)["lr-0.01"][-1] == "0.01"
+    result = runs_py(sweep, "--sort", "age", "--reverse", "-f", "Adam.lr=0.03", "-f", "Adam.lr=0.003")
+    assert list(table_rows(result.stdout)) == ["stale", "running"]
+    result = runs_py(sweep, "--metric", "val_loss", "-n", "1", "--sort", "best")
+    rows = table_rows(result.stdout)
+    assert "val_loss (min)" in result.stdout
+    assert list(rows) == ["lr-0.001"] and rows["lr-0.001"][2] == "0.2"
+
+
+def test_bad_folder_or_filter_exits_with_a_message(sweep):
+    result = runs_py(sweep / "nowhere")
+    assert result.returncode == 2 and "nowhere: no such run folder or folder of runs" in result.stderr
+    result = runs_py(sweep, "-f", "Adam.lrr=0.1")
+    assert result.returncode == 2 and "close names: Adam.lr" in result.stderr
