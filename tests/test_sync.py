@@ -292,6 +292,7 @@ a/b.txt
 /*.csv
 !/wanted.csv
 cache/**
+!/mlruns/
 """
 
 TRICKY_TREE = [
@@ -299,7 +300,7 @@ TRICKY_TREE = [
     "docs/a/b/draft.md", "docs/other.md", "secret", "deep/er/secret", "deep/secret/inside.txt", "logs/run.txt",
     "src/logs/x.txt", "a/b.txt", "z/a/b.txt", "table.csv", "wanted.csv", "sub/table.csv", "cache/c.bin",
     "results/r.txt", "src/results/ok.py", "data/d.bin", "src/data/loader.py", "pkg/__pycache__/m.pyc",
-    "pkg/m.pyc", ".git/HEAD", "sub/.git", "mlruns/0/meta.yaml", ".venv/pyvenv.cfg", "venv/pyvenv.cfg",
+    "pkg/m.pyc", ".git/HEAD", "sub/.git", "mlruns/0/meta.yaml", "sub/mlruns/1/meta.yaml", ".venv/pyvenv.cfg", "venv/pyvenv.cfg",
     "app.egg-info/PKG-INFO", "notes.txt~", ".watchman-cookie-vm-1-2", "plain.py",
 ]
 
@@ -321,6 +322,7 @@ def test_rsync_sends_exactly_what_the_filter_does_not_exclude(tmp_path, plain_en
     assert expected == {
         ".syncignore", "keep.log", "sub/keep.log", "src/build/kept.py", "docs/other.md",
         "z/a/b.txt", "wanted.csv", "sub/table.csv", "src/results/ok.py", "src/data/loader.py", "plain.py",
+        "mlruns/0/meta.yaml",  # a default brought back by `!`, at the top only
     }
 
 
@@ -410,6 +412,19 @@ def test_watch_follows_create_modify_delete_rename(project, tmp_path, env, watch
     assert watcher.interrupt() == 0
     assert "stopped; the watch is removed" in watcher.stderr
     assert str(project) not in watched_roots(watchman_sock)
+
+
+def test_a_watch_that_existed_before_is_left_in_place(project, tmp_path, env, watchman_sock, start_watcher):
+    import pywatchman
+
+    with pywatchman.client(sockpath=watchman_sock) as client:
+        client.query("watch-project", str(project))  # someone else's watch, e.g. an editor's
+    watcher = start_watcher([str(tmp_path / "mirror"), "--source", str(project)], env)
+    watcher.wait_for_output(r"initial sync")
+    assert watcher.interrupt() == 0
+    assert str(project) in watched_roots(watchman_sock)
+    with pywatchman.client(sockpath=watchman_sock) as client:
+        client.query("watch-del", str(project))
 
 
 def test_watch_ignores_changes_to_excluded_paths(project, tmp_path, env, start_watcher):
