@@ -1,0 +1,249 @@
+"""The command line every experiment's main.py gets: prepare | run | status | report.
+
+    python experiments/tune_lr/main.py prepare            # check the grid, write configs and jobs.txt
+    python experiments/tune_lr/main.py run                # local, one run per core
+    python experiments/tune_lr/main.py run --backend slurm --partition gpu --time 02:00:00 --gpus 1
+    python experiments/tune_lr/main.py status             # done / running / failed / left (and SLURM job ids)
+    python experiments/tune_lr/main.py report             # tables, figures and summary.md in report/
+
+Exit codes: 0 success (every run finished, for `run`); 1 some runs failed, were refused or are not finished;
+2 the experiment cannot be prepared or run as asked (bad grid, not prepared, SLURM unavailable); 130 stopped by
+Ctrl-C or SIGTERM (running runs wrote checkpoints; `run` again continues).
+"""
+
+import argparse
+import dataclasses
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ginlab.experiments.experiment import Experiment, ExperimentError, grid_changed, load_prepared, prepare
+from ginlab.experiments.runs import inspect_run
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def main(experiment: Experiment, argv: list[str] | None = None) -> None:
+    """Parse the command line, run the subcommand on `experiment`, and exit with its exit code."""
+    args = build_parser(experiment).parse_args(argv)
+    try:
+        code = args.handler(experiment, args)
+    except ExperimentError as error:
+        console.print(f"[bold red]error:[/] {error}")
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=program(), description=f"The {experiment.name} experiment: prepare, run, follow and report its grid.",
+        epilog=f"Results: {experiment.paths.base}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="prepare|run|status|report")
+
+    sub = commands.add_parser("prepare", help="check the grid and write one config per run and jobs.txt")
+    sub.add_argument("--no-check", action="store_true", help="skip the gin check of every grid point")
+    sub.set_defaults(handler=prepare_command)
+
+    sub = commands.add_parser("run", help="run what is not finished (skips finished runs, reloads interrupted ones)")
+    sub.add_argument("--backend", choices=["local", "slurm"], default="local")
+    sub.add_argument("--retries", type=int, default=1, help="reloads of a failed run before it is reported")
+    local = sub.add_argument_group("local backend")
+    local.add_argument("--slots", type=int, default=None, help="runs at a time (default: the number of cores)")
+    slurm = sub.add_argument_group("SLURM backend (defaults from the experiment's `slurm` settings)")
+    defaults = experiment.slurm
+    slurm.add_argument("--partition", default=defaults.get("partition"))
+    slurm.add_argument("--time", default=defaults.get("time", "01:00:00"), help="time limit of one job")
+    slurm.add_argument("--cpus", type=int, default=defaults.get("cpus", 1), help="CPUs per run (torch threads)")
+    slurm.add_argument("--gpus", default=defaults.get("gpus"), help="GPUs per run, a count or type:count")
+    slurm.add_argument("--mem", default=defaults.get("mem"), help="memory per run, e.g. 8G")
+    slurm.add_argument("--signal-seconds", type=int, default=defaults.get("signal_seconds", 120),
+                       help="SIGUSR1 this long before the time limit: checkpoint and requeue")
+    slurm.add_argument("--max-parallel", type=int, default=defaults.get("max_parallel"),
+                       help="at most this many jobs at once")
+    slurm.add_argument("--sbatch", action="append", default=list(defaults.get("extra", [])), metavar="ARG",
+                       help="one more sbatch argument (may repeat), e.g. --sbatch=--account=myproject")
+    slurm.add_argument("--poll", type=float, default=defaults.get("poll_seconds", 10.0),
+                       help="seconds between two looks at the queue")
+    sub.set_defaults(handler=run_command)
+
+    sub = commands.add_parser("status", help="what is done, running, failed and left")
+    sub.add_argument("--all", action="store_true", help="list every run, not only the unfinished ones")
+    sub.set_defaults(handler=status_command)
+
+    sub = commands.add_parser("report", help="tables, figures and summary.md into the report/ folder")
+    sub.set_defaults(handler=report_command)
+    return parser
+
+
+def program() -> str:
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"python {script}" if script.suffix == ".py" else str(script)
+
+
+# --- prepare ---------------------------------------------------------------------------------------------------
+
+
+def prepare_command(experiment: Experiment, args) -> int:
+    runs = prepare(experiment, check=not args.no_check)
+    paths = experiment.paths
+    console.print(f"Prepared {len(runs)} runs of {experiment.name} in {paths.base}")
+    console.print(f"  {paths.jobs.name}: one bin/train.py command per run; {paths.configs.name}/: one .gin per run; "
+                  f"{paths.experiment_json.name}: what `run` executes")
+    states = [inspect_run(run, experiment.root) for run in runs]
+    counts = {}
+    for state in states:
+        counts[state.action] = counts.get(state.action, 0) + 1
+    console.print("  " + ", ".join(f"{n} {WORDS[action]}" for action, n in counts.items()))
+    for run, state in zip(runs, states):
+        if state.action == "conflict":
+            console.print(f"  [red]refused[/] {run.name}: " + "; ".join(state.differences))
+    console.print(f"Next: {program()} run")
+    return 0
+
+
+WORDS = {"start": "to start", "reload": "to reload (interrupted or failed)", "skip": "finished already",
+         "busy": "running now", "conflict": "refused (run folder made with another config)"}
+
+
+# --- run -------------------------------------------------------------------------------------------------------
+
+
+def run_command(experiment: Experiment, args) -> int:
+    runs = load_prepared(experiment)
+    if grid_changed(experiment, runs):
+        raise ExperimentError(f"main.py's grid or bindings changed since `prepare`: run `{program()} prepare` "
+                              "again first (finished runs are kept).")
+    if args.backend == "slurm":
+        from ginlab.experiments.slurm import SlurmBackend, SlurmOptions
+
+        options = SlurmOptions(partition=args.partition, time=args.time, cpus=args.cpus, gpus=args.gpus,
+                               mem=args.mem, signal_seconds=args.signal_seconds, max_parallel=args.max_parallel,
+                               extra=args.sbatch)
+        backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, options,
+                               retries=args.retries, poll_seconds=args.poll)
+        console.print(f"{experiment.name}: {len(runs)} runs on SLURM ({describe_options(options)})")
+        outcomes = backend.run(runs)
+        stopped = False
+    else:
+        from ginlab.experiments.local import LocalRunner
+
+        from ginlab.experiments.progress import Progress
+
+        runner = LocalRunner(experiment.root, experiment.paths.logs, slots=args.slots, retries=args.retries,
+                             progress=Progress(experiment.name, console))
+        console.print(f"{experiment.name}: {len(runs)} runs, {runner.slots} at a time, "
+                      f"{runner.threads} torch thread(s) each; logs in {experiment.paths.logs}")
+        outcomes = runner.run(runs)
+        stopped = runner._stop_requests > 0
+    return summarize(experiment, outcomes, stopped)
+
+
+def describe_options(options) -> str:
+    fields = dataclasses.asdict(options)
+    return ", ".join(f"{k} {v}" for k, v in fields.items() if v not in (None, [], ""))
+
+
+def summarize(experiment: Experiment, outcomes, stopped: bool) -> int:
+    by_status = {}
+    for outcome in outcomes:
+        by_status.setdefault(outcome.status, []).append(outcome)
+    console.print(", ".join(f"{len(v)} {k}" for k, v in by_status.items()))
+    for outcome in by_status.get("failed", []):
+        console.print(f"[red]failed[/] {outcome.run.name}: {outcome.message}\n    log: {outcome.log}; "
+                      f"run log: {outcome.run.save_dir / 'log.txt'}")
+    for outcome in by_status.get("refused", []):
+        console.print(f"[red]refused[/] {outcome.run.name}: {outcome.message}")
+    if stopped:
+        console.print(f"Stopped. Running runs wrote checkpoints; `{program()} run` continues where this stopped.")
+        return 130
+    unfinished = [o for o in outcomes if o.status not in ("finished", "skipped")]
+    if unfinished:
+        console.print(f"{len(unfinished)} run(s) not finished: `{program()} status` lists them.")
+        return 1
+    console.print(f"Every run finished. Next: {program()} report")
+    return 0
+
+
+# --- status ----------------------------------------------------------------------------------------------------
+
+
+def status_command(experiment: Experiment, args) -> int:
+    runs = load_prepared(experiment)
+    jobs, job_labels, cluster_note = {}, {}, ""
+    if (experiment.paths.slurm / "submissions.jsonl").is_file():
+        from ginlab.experiments.slurm import SlurmBackend, SlurmOptions, SlurmUnavailable
+
+        backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, SlurmOptions())
+        job_labels = backend.last_jobs()
+        try:
+            jobs = backend.active_jobs()
+        except SlurmUnavailable as error:
+            cluster_note = f"(SLURM queue not readable: {str(error).splitlines()[0]})"
+    table = Table(title=f"{experiment.name}: {len(runs)} runs in {experiment.paths.runs}")
+    for column in ("run", "status", "epochs", "job", "details"):
+        table.add_column(column)
+    counts: dict[str, int] = {}
+    for run in runs:
+        state = inspect_run(run, experiment.root)
+        status = state.status if state.action != "conflict" else "refused"
+        job = jobs.get(run.index)
+        if job is not None and status not in ("running", "finished"):
+            status = "queued" if job.state == "PENDING" else status
+        counts[status] = counts.get(status, 0) + 1
+        if status == "finished" and not args.all:
+            continue
+        label = job.label + f" {job.state}" + (f" ({job.reason})" if job.reason not in ("None", "") else "") \
+            if job else job_labels.get(run.index, "")
+        table.add_row(run.name, status, epochs_done(run.save_dir), label, details(experiment, run, state))
+    order = ["finished", "running", "queued", "interrupted", "stale", "failed", "refused", "missing"]
+    words = {"missing": "left (not started)", "stale": "stale (died silently)"}
+    console.print(", ".join(f"{counts[s]} {words.get(s, s)}" for s in order if s in counts) + f" {cluster_note}")
+    if table.row_count:
+        console.print(table)
+    return 0 if counts.get("finished", 0) == len(runs) else 1
+
+
+def epochs_done(save_dir: Path) -> str:
+    try:
+        with open(save_dir / "history.jsonl", "rb") as f:
+            return str(sum(1 for line in f if line.endswith(b"\n")))
+    except FileNotFoundError:
+        return ""
+
+
+def details(experiment: Experiment, run, state) -> str:
+    if state.action == "conflict":
+        return "; ".join(state.differences)
+    meta = state.meta or {}
+    if state.status == "failed":
+        error = meta.get("error") or {}
+        return f"{error.get('type', '')}: {error.get('message', '')}; log: {run.save_dir / 'log.txt'}"
+    if state.status == "running":
+        return f"on {meta.get('host')} pid {meta.get('pid')}, heartbeat {meta.get('heartbeat')}"
+    if state.status in ("interrupted", "stale"):
+        return "`run` reloads it from its newest checkpoint"
+    return ""
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+
+
+def report_command(experiment: Experiment, args) -> int:
+    from ginlab.experiments.report import build_report
+
+    runs = load_prepared(experiment)
+    summary = build_report(experiment, runs)
+    console.print(f"Report: {summary} (figures and tables beside it)")
+    relative = os.path.relpath(summary)
+    console.print(f"  view it with any Markdown viewer, e.g. {shlex.quote(relative)}")
+    return 0

@@ -1,0 +1,170 @@
+"""Prepared runs and the state of their run folders: what `run` must do with each one.
+
+A run folder (docs/run-folder.md) says what happened to a run: its meta.json status, and in configs/ the config
+files and bindings it was started with. `inspect_run` compares those with the prepared run and decides:
+
+    missing folder, or a folder without meta.json  -> start it
+    finished with the prepared config              -> skip it
+    interrupted, failed, stale (died silently)     -> reload it (-b training_loop.reload=True)
+    running (fresh heartbeat)                      -> leave it to whoever runs it
+    started with another config                    -> refuse it, naming the differences
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gin
+import gin.config_parser
+
+STALE_SECONDS = 300  # docs/run-folder.md: "running" with an older heartbeat means the process died
+RELOAD = "training_loop.reload=True"
+
+# Parameters a reload may change (bin/train.py allows them); a finished run must match on all parameters.
+try:
+    from ginlab.config import RELOAD_MAY_CHANGE
+except ImportError:  # pragma: no cover
+    RELOAD_MAY_CHANGE = {"training_loop.n_epochs", "training_loop.reload"}
+IGNORED = {"training_loop.reload", "training_loop.reload_allow_changes"}
+
+
+@dataclasses.dataclass
+class Run:
+    """One prepared run: a grid point, its run folder and the config files bin/train.py gets."""
+
+    index: int
+    name: str
+    params: dict
+    save_dir: Path
+    config_files: list[str]
+
+    def command(self, python: str = "python", reload: bool = False) -> list[str]:
+        """The bin/train.py command line (to run from the repository root)."""
+        return [python, "bin/train.py", str(self.save_dir), *self.config_files, *(["-b", RELOAD] if reload else [])]
+
+    def command_line(self) -> str:
+        return shlex.join(self.command())
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "save_dir": str(self.save_dir)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Run":
+        return cls(**{**data, "save_dir": Path(data["save_dir"])})
+
+
+@dataclasses.dataclass
+class RunState:
+    """What the run folder of a prepared run says, and what `run` should do with it."""
+
+    status: str  # missing | running | stale | finished | failed | interrupted
+    action: str  # start | reload | skip | busy | conflict
+    differences: list[str] = dataclasses.field(default_factory=list)
+    meta: dict | None = None
+
+
+def inspect_run(run: Run, root: Path) -> RunState:
+    """Read the run folder of `run` and decide what to do with it (see the module docstring)."""
+    meta = read_meta(run.save_dir)
+    if meta is None:
+        return RunState("missing", "start")
+    status = effective_status(meta)
+    differences = config_differences(run, root)
+    if status != "finished":  # bin/train.py lets a reload change these
+        differences = [d for d in differences if d.split(":", 1)[0] not in RELOAD_MAY_CHANGE]
+    if differences:
+        return RunState(status, "conflict", differences, meta)
+    action = {"finished": "skip", "running": "busy"}.get(status, "reload")
+    return RunState(status, action, [], meta)
+
+
+def read_meta(save_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(save_dir) / "meta.json").read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except ValueError:  # written atomically, so only a foreign file can be unreadable
+        return {"status": "failed", "error": {"message": "meta.json is not valid JSON"}}
+
+
+def effective_status(meta: dict, now: datetime | None = None) -> str:
+    """meta.json's status, with "running" turned into "stale" when its process is known to be gone."""
+    status = meta.get("status", "failed")
+    if status != "running":
+        return status
+    if meta.get("host") == socket.gethostname() and meta.get("pid") and not pid_alive(int(meta["pid"])):
+        return "stale"
+    heartbeat = meta.get("heartbeat") or meta.get("started")
+    try:
+        age = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(heartbeat)).total_seconds()
+    except (TypeError, ValueError):
+        return "running"
+    return "stale" if age > STALE_SECONDS else "running"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def config_differences(run: Run, root: Path) -> list[str]:
+    """The gin bindings on which the run folder's saved configs and the prepared configs disagree.
+
+    Compares parsed values, not text: comments, layout and order do not count, and `1e-3` equals `0.001`.
+    Each difference reads "name: run folder has X, prepared Y".
+    """
+    saved_dir = run.save_dir / "configs"
+    saved_files = sorted(p for p in saved_dir.glob("*.gin") if p.name != "bindings.gin")
+    if not saved_files:
+        return [f"configs: {saved_dir} holds no config files, so the run cannot be compared"]
+    saved = {}
+    for path in saved_files:
+        saved.update(parse_gin(path.read_text(), root))
+    if (saved_dir / "bindings.gin").is_file():
+        saved.update(parse_gin((saved_dir / "bindings.gin").read_text(), root))
+    prepared = {}
+    for name in run.config_files:
+        path = Path(name) if Path(name).is_absolute() else root / name
+        prepared.update(parse_gin(path.read_text(), root) if path.is_file() else {f"file {name}": "missing"})
+    differences = []
+    for key in dict.fromkeys([*prepared, *saved]):
+        if key in IGNORED or saved.get(key) == prepared.get(key):
+            continue
+        differences.append(f"{key}: run folder has {saved.get(key, '(not set)')}, prepared {prepared.get(key, '(not set)')}")
+    return differences
+
+
+def parse_gin(text: str, root: Path, seen: frozenset = frozenset()) -> dict[str, str]:
+    """{"scope/configurable.parameter": value as text} for every binding of a gin text, includes followed."""
+    values = {}
+    parser = gin.config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True))
+    for statement in parser:
+        if isinstance(statement, gin.config_parser.IncludeStatement):
+            path = Path(statement.filename)
+            path = path if path.is_absolute() else root / path
+            if path in seen or not path.is_file():
+                values[f"include {statement.filename}"] = "missing" if not path.is_file() else "included"
+                continue
+            values.update(parse_gin(path.read_text(), root, seen | {path}))
+        elif isinstance(statement, gin.config_parser.BindingStatement):
+            key = ".".join(part for part in (statement.selector, statement.arg_name) if part)
+            key = f"{statement.scope}/{key}" if statement.scope else key
+            values[key] = value_text(statement)
+    return values
+
+
+def value_text(statement) -> str:
+    value = statement.value
+    if isinstance(value, (bool, int, float, str, type(None), list, tuple, dict)):
+        return repr(value)
+    # References (@name()) and macros (%NAME): their text as written.
+    return statement.location.line_content.split("=", 1)[1].strip()
