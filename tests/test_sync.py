@@ -263,6 +263,13 @@ def test_unsafe_dest_is_a_usage_error(project, plain_env, dest, message):
     assert "Give a folder of its own" in completed.stderr
 
 
+def test_invalid_syncignore_is_a_usage_error_naming_the_line(project, tmp_path, plain_env):
+    (project / ".syncignore").write_text("*.tmp\n\\\n")
+    completed = run_sync([str(tmp_path / "mirror"), "--source", str(project), "--once"], plain_env)
+    assert completed.returncode == 2
+    assert ".syncignore line 2: '\\\\' is not a gitignore pattern" in completed.stderr
+
+
 def test_missing_watchman_names_the_install_commands(project, tmp_path, plain_env):
     only_rsync = tmp_path / "bin-without-watchman"
     only_rsync.mkdir()
@@ -456,6 +463,8 @@ def test_changed_syncignore_is_reloaded(project, tmp_path, env, start_watcher):
     dest = tmp_path / "mirror"
     watcher = start_watcher([str(dest), "--source", str(project)], env)
     watcher.wait_for_output(r"initial sync")
+    (project / ".syncignore").write_text("*.tmp\n!\n")
+    watcher.wait_for_output(r"\.syncignore line 2: '!' is not a gitignore pattern .*; still using the excludes")
     (project / ".syncignore").write_text("*.tmp\n*.ckpt\n")
     watcher.wait_for_output(r"reloaded the excludes")
     (project / "src/pkg/weights.ckpt").write_text("big")

@@ -152,11 +152,23 @@ class SyncFilter:
 
 
 def build_filter(source: Path) -> SyncFilter:
-    """The default excludes plus `source/.syncignore` (if present)."""
+    """The default excludes plus `source/.syncignore` (if present).
+
+    Raises:
+        UsageError: a line of .syncignore is not a valid gitignore pattern.
+    """
     lines = [*DEFAULT_EXCLUDES, *CACHE_EXCLUDES]
     syncignore = source / SYNCIGNORE
     if syncignore.is_file():
-        lines += syncignore.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(syncignore.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                pathspec.GitIgnoreSpec.from_lines([line])
+            except ValueError as error:
+                raise UsageError(
+                    f"{syncignore} line {number}: {line!r} is not a gitignore pattern ({error}). "
+                    "Escape a literal '!' or '#' at the start with a backslash."
+                ) from error
+            lines.append(line)
     return SyncFilter(tuple(lines))
 
 
@@ -661,12 +673,16 @@ def watch(
         while stop is None or not stop.is_set():
             timeout = max(0.0, next_attempt - time.monotonic()) if pending else 0.5
             changes = subscription.wait(min(timeout, 0.5))
-            while changes and (more := subscription.wait(0.005)):  # drain what arrived meanwhile
+            drain_until = time.monotonic() + 0.1  # take what arrived meanwhile, but never wait long
+            while changes and time.monotonic() < drain_until and (more := subscription.wait(0.005)):
                 changes += more
             if changes and any(path == SYNCIGNORE for path, _ in changes):
-                sync_filter = build_filter(config.source)
-                logger.info("%s changed; reloaded the excludes", SYNCIGNORE)
-                pending = True
+                try:
+                    sync_filter = build_filter(config.source)
+                    logger.info("%s changed; reloaded the excludes", SYNCIGNORE)
+                    pending = True
+                except UsageError as error:
+                    logger.error("%s; still using the excludes from before", error)
             if changes and any(not sync_filter.is_excluded(path, is_dir) for path, is_dir in changes):
                 pending = True
             if not pending or time.monotonic() < next_attempt:
