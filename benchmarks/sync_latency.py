@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ginlab import sync as gsync  # noqa: E402
+from ginlab import sync as gsync
 
 
 def build_project(root: Path, num_files: int) -> list[Path]:
@@ -39,14 +39,18 @@ def build_project(root: Path, num_files: int) -> list[Path]:
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--edits", type=int, default=30, help="number of saves to time (default: %(default)s)")
+    parser.add_argument(
+        "--edits", type=int, default=30, help="number of saves to time (default: %(default)s)"
+    )
     parser.add_argument("--files", type=int, default=300, help="files in the project (default: %(default)s)")
-    parser.add_argument("--interval", type=float, default=0.2, help="pause between edits, s (default: %(default)s)")
+    parser.add_argument(
+        "--interval", type=float, default=0.2, help="pause between edits, s (default: %(default)s)"
+    )
     args = parser.parse_args()
     gsync.check_tools(need_watchman=True, need_ssh=False)
 

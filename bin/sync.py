@@ -24,32 +24,50 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dest", metavar="DEST", help="a local folder or user@host:path (over ssh)")
-    parser.add_argument("--source", type=Path, default=PROJECT_ROOT, help="folder to mirror (default: %(default)s)")
-    parser.add_argument("--once", action="store_true", help="sync once and exit (needs no watchman)")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be sent and deleted, then exit")
     parser.add_argument(
-        "--delete", action="store_true",
+        "--source", type=Path, default=PROJECT_ROOT, help="folder to mirror (default: %(default)s)"
+    )
+    parser.add_argument("--once", action="store_true", help="sync once and exit (needs no watchman)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list what would be sent and deleted, then exit"
+    )
+    parser.add_argument(
+        "--delete",
+        action="store_true",
         help="delete files on DEST that were deleted here (only inside DEST; excluded paths there are kept)",
     )
-    parser.add_argument("--rsh", metavar="COMMAND", help="remote shell for user@host DEST (default: ssh with timeouts)")
     parser.add_argument(
-        "--own-watchman", action="store_true",
+        "--rsh", metavar="COMMAND", help="remote shell for user@host DEST (default: ssh with timeouts)"
+    )
+    parser.add_argument(
+        "--own-watchman",
+        action="store_true",
         help="start a private watchman (own socket and state files) instead of using the running service",
     )
     parser.add_argument(
-        "--retries", type=int, metavar="N",
+        "--retries",
+        type=int,
+        metavar="N",
         help="retries of a failed sync before giving up (default: 3 with --once, forever while watching)",
     )
     parser.add_argument(
-        "--retry-wait", type=float, default=1.0, metavar="SECONDS",
+        "--retry-wait",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
         help="wait before the first retry, doubled on each failure up to 60 s (default: %(default)s)",
     )
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="list the files of every sync (-vv: also debug details)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="list the files of every sync (-vv: also debug details)",
     )
     args = parser.parse_args(argv)
     if args.retries is not None and args.retries < 0 or args.retry_wait <= 0:
@@ -87,10 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         gsync.check_tools(need_watchman=not once, need_ssh=dest.is_remote and args.rsh is None)
         retries = args.retries if args.retries is not None else (3 if once else None)
         config = gsync.SyncConfig(
-            source=source, dest=dest, delete=args.delete, dry_run=args.dry_run, rsh=args.rsh,
-            retries=retries, retry_wait=args.retry_wait,
+            source=source,
+            dest=dest,
+            delete=args.delete,
+            dry_run=args.dry_run,
+            rsh=args.rsh,
+            retries=retries,
+            retry_wait=args.retry_wait,
         )
-        print(f"syncing {source} -> {dest}{' (dry run: nothing is sent)' if args.dry_run else ''}", flush=True)
+        print(
+            f"syncing {source} -> {dest}{' (dry run: nothing is sent)' if args.dry_run else ''}", flush=True
+        )
         if once:
             print_result(gsync.sync(config), "would send" if args.dry_run else "synced", args.verbose)
             return 0
@@ -114,9 +139,11 @@ def watch(gsync, config, own_watchman: bool, verbose: bool) -> int:
 
     try:
         if own_watchman:
-            with tempfile.TemporaryDirectory(prefix="ginlab-watchman-") as folder:
-                with gsync.OwnWatchman(Path(folder)) as service:
-                    gsync.watch(config, on_sync, sockpath=service.sockpath)
+            with (
+                tempfile.TemporaryDirectory(prefix="ginlab-watchman-") as folder,
+                gsync.OwnWatchman(Path(folder)) as service,
+            ):
+                gsync.watch(config, on_sync, sockpath=service.sockpath)
         else:
             gsync.watch(config, on_sync)
     except KeyboardInterrupt:

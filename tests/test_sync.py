@@ -67,15 +67,29 @@ def watchman_sock(tmp_path_factory):
     folder = tmp_path_factory.mktemp("wm")  # short: unix socket paths are limited to ~104 bytes
     sock = folder / "sock"
     started = subprocess.run(
-        ["watchman", f"--sockname={sock}", f"--statefile={folder / 'state'}", f"--logfile={folder / 'log'}",
-         f"--pidfile={folder / 'pid'}", "get-sockname"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "watchman",
+            f"--sockname={sock}",
+            f"--statefile={folder / 'state'}",
+            f"--logfile={folder / 'log'}",
+            f"--pidfile={folder / 'pid'}",
+            "get-sockname",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert started.returncode == 0, started.stderr
     try:
         yield str(sock)
     finally:
-        subprocess.run(["watchman", f"--sockname={sock}", "shutdown-server"], capture_output=True, timeout=30)
+        subprocess.run(
+            ["watchman", f"--sockname={sock}", "shutdown-server"],
+            check=False,
+            capture_output=True,
+            timeout=30,
+        )
         pid = int((folder / "pid").read_text())
         try:
             wait_until(lambda: not gsync._process_alive(pid), timeout=5, what="watchman to exit")
@@ -127,7 +141,9 @@ class Watcher:
     def __init__(self, args: list[str], env: dict, folder: Path):
         self.stdout_path, self.stderr_path = folder / "sync.out", folder / "sync.err"
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
-            self.process = subprocess.Popen([sys.executable, str(BIN), *args], stdout=out, stderr=err, env=env)
+            self.process = subprocess.Popen(
+                [sys.executable, str(BIN), *args], stdout=out, stderr=err, env=env
+            )
 
     @property
     def stdout(self) -> str:
@@ -168,7 +184,14 @@ def start_watcher(tmp_path):
 
 
 def run_sync(args: list[str], env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BIN), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(BIN), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def watched_roots(sock: str) -> list[str]:
@@ -184,12 +207,18 @@ def watched_roots(sock: str) -> list[str]:
 
 def test_help_does_not_import_torch(plain_env):
     completed = subprocess.run(
-        [sys.executable, "-X", "importtime", str(BIN), "--help"], capture_output=True, text=True, env=plain_env
+        [sys.executable, "-X", "importtime", str(BIN), "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=plain_env,
     )
     assert completed.returncode == 0, completed.stderr
     assert "--delete" in completed.stdout
     imported = [line.split("|")[-1].strip() for line in completed.stderr.splitlines() if "|" in line]
-    assert not [name for name in imported if name.split(".")[0] in ("torch", "pytorch_lightning", "pywatchman")]
+    assert not [
+        name for name in imported if name.split(".")[0] in ("torch", "pytorch_lightning", "pywatchman")
+    ]
 
 
 def test_once_sends_code_and_leaves_excluded_paths_behind(project, tmp_path, plain_env):
@@ -198,7 +227,9 @@ def test_once_sends_code_and_leaves_excluded_paths_behind(project, tmp_path, pla
     assert completed.returncode == 0, completed.stderr
     assert files_under(dest) == SYNCED
     # One line per sync: files, bytes, time.
-    assert re.search(r"synced: 5 files, [\d.]+ (B|kB) \([\d.]+ (B|kB) sent\) in \d+\.\d\d s", completed.stdout)
+    assert re.search(
+        r"synced: 5 files, [\d.]+ (B|kB) \([\d.]+ (B|kB) sent\) in \d+\.\d\d s", completed.stdout
+    )
 
 
 def test_dry_run_lists_what_would_go_and_sends_nothing(project, tmp_path, plain_env):
@@ -208,8 +239,8 @@ def test_dry_run_lists_what_would_go_and_sends_nothing(project, tmp_path, plain_
     completed = run_sync([str(dest), "--source", str(project), "--dry-run", "--delete"], plain_env)
     assert completed.returncode == 0, completed.stderr
     assert "would send: 5 files" in completed.stdout
-    assert re.search(r"^  \S+ +src/pkg/model\.py$", completed.stdout, re.M)
-    assert re.search(r"^  \*deleting +stale\.py$", completed.stdout, re.M)
+    assert re.search(r"^  \S+ +src/pkg/model\.py$", completed.stdout, re.MULTILINE)
+    assert re.search(r"^  \*deleting +stale\.py$", completed.stdout, re.MULTILINE)
     assert "results" not in completed.stdout
     assert files_under(dest) == {"stale.py"}
 
@@ -237,8 +268,12 @@ def test_delete_removes_only_inside_dest_and_keeps_remote_excluded_paths(project
 
     completed = run_sync([str(dest), "--source", str(project), "--once", "--delete"], plain_env)
     assert completed.returncode == 0, completed.stderr
-    kept = {"results/run7/metrics.csv", "data/cache.bin", "src/pkg/__pycache__/model.cpython-311.pyc",
-            "old/scratch.tmp"}
+    kept = {
+        "results/run7/metrics.csv",
+        "data/cache.bin",
+        "src/pkg/__pycache__/model.cpython-311.pyc",
+        "old/scratch.tmp",
+    }
     assert files_under(dest) == SYNCED | kept
     assert (dest / "results/run7/metrics.csv").read_text() == "produced on the remote"
     assert files_under(beside) == {"keep.txt"}
@@ -257,7 +292,9 @@ def test_delete_removes_only_inside_dest_and_keeps_remote_excluded_paths(project
     ],
 )
 def test_unsafe_dest_is_a_usage_error(project, plain_env, dest, message):
-    completed = run_sync([dest.format(source=project), "--source", str(project), "--once", "--delete"], plain_env)
+    completed = run_sync(
+        [dest.format(source=project), "--source", str(project), "--once", "--delete"], plain_env
+    )
     assert completed.returncode == 2
     assert message in completed.stderr
     assert "Give a folder of its own" in completed.stderr
@@ -303,12 +340,42 @@ cache/**
 """
 
 TRICKY_TREE = [
-    "x.log", "sub/y.log", "keep.log", "sub/keep.log", "build/out.o", "src/build/kept.py", "docs/draft.md",
-    "docs/a/b/draft.md", "docs/other.md", "secret", "deep/er/secret", "deep/secret/inside.txt", "logs/run.txt",
-    "src/logs/x.txt", "a/b.txt", "z/a/b.txt", "table.csv", "wanted.csv", "sub/table.csv", "cache/c.bin",
-    "results/r.txt", "src/results/ok.py", "data/d.bin", "src/data/loader.py", "pkg/__pycache__/m.pyc",
-    "pkg/m.pyc", ".git/HEAD", "sub/.git", "mlruns/0/meta.yaml", "sub/mlruns/1/meta.yaml", ".venv/pyvenv.cfg", "venv/pyvenv.cfg",
-    "app.egg-info/PKG-INFO", "notes.txt~", ".watchman-cookie-vm-1-2", "plain.py",
+    "x.log",
+    "sub/y.log",
+    "keep.log",
+    "sub/keep.log",
+    "build/out.o",
+    "src/build/kept.py",
+    "docs/draft.md",
+    "docs/a/b/draft.md",
+    "docs/other.md",
+    "secret",
+    "deep/er/secret",
+    "deep/secret/inside.txt",
+    "logs/run.txt",
+    "src/logs/x.txt",
+    "a/b.txt",
+    "z/a/b.txt",
+    "table.csv",
+    "wanted.csv",
+    "sub/table.csv",
+    "cache/c.bin",
+    "results/r.txt",
+    "src/results/ok.py",
+    "data/d.bin",
+    "src/data/loader.py",
+    "pkg/__pycache__/m.pyc",
+    "pkg/m.pyc",
+    ".git/HEAD",
+    "sub/.git",
+    "mlruns/0/meta.yaml",
+    "sub/mlruns/1/meta.yaml",
+    ".venv/pyvenv.cfg",
+    "venv/pyvenv.cfg",
+    "app.egg-info/PKG-INFO",
+    "notes.txt~",
+    ".watchman-cookie-vm-1-2",
+    "plain.py",
 ]
 
 
@@ -327,8 +394,17 @@ def test_rsync_sends_exactly_what_the_filter_does_not_exclude(tmp_path, plain_en
     assert files_under(tmp_path / "mirror") == expected
     # And the filter itself matches gitignore semantics on these paths.
     assert expected == {
-        ".syncignore", "keep.log", "sub/keep.log", "src/build/kept.py", "docs/other.md",
-        "z/a/b.txt", "wanted.csv", "sub/table.csv", "src/results/ok.py", "src/data/loader.py", "plain.py",
+        ".syncignore",
+        "keep.log",
+        "sub/keep.log",
+        "src/build/kept.py",
+        "docs/other.md",
+        "z/a/b.txt",
+        "wanted.csv",
+        "sub/table.csv",
+        "src/results/ok.py",
+        "src/data/loader.py",
+        "plain.py",
         "mlruns/0/meta.yaml",  # a default brought back by `!`, at the top only
     }
 
@@ -367,7 +443,12 @@ def test_rsync_stats_are_parsed():
         "Total transferred file size: 123,458 bytes\nTotal bytes sent: 1,124,072\n"
     )
     result = gsync.parse_rsync_output(output, seconds=0.25)
-    assert (result.num_files, result.num_deleted, result.num_bytes, result.num_bytes_sent) == (2, 1, 123458, 1124072)
+    assert (result.num_files, result.num_deleted, result.num_bytes, result.num_bytes_sent) == (
+        2,
+        1,
+        123458,
+        1124072,
+    )
     assert result.changes == ("*deleting   old.py", ">f+++++++++ src/a.py", ".d..t...... src/")
     assert result.summary() == "2 files, 123.5 kB (1.1 MB sent), 1 deleted in 0.25 s"
 
@@ -395,15 +476,21 @@ def test_watch_follows_create_modify_delete_rename(project, tmp_path, env, watch
     (project / "src/pkg/new.py").write_text("created\n")
     wait_until(lambda: (dest / "src/pkg/new.py").is_file(), what="a created file")
     (project / "src/pkg/model.py").write_text("print('model v2')\n")
-    wait_until(lambda: (dest / "src/pkg/model.py").read_text() == "print('model v2')\n", what="a modification")
+    wait_until(
+        lambda: (dest / "src/pkg/model.py").read_text() == "print('model v2')\n", what="a modification"
+    )
     (project / "README.md").unlink()
     wait_until(lambda: not (dest / "README.md").exists(), what="a deletion")
     (project / "src/pkg/new.py").rename(project / "src/pkg/renamed.py")
-    wait_until(lambda: (dest / "src/pkg/renamed.py").is_file() and not (dest / "src/pkg/new.py").exists(),
-               what="a file rename")
+    wait_until(
+        lambda: (dest / "src/pkg/renamed.py").is_file() and not (dest / "src/pkg/new.py").exists(),
+        what="a file rename",
+    )
     (project / "configs").rename(project / "gin_configs")
-    wait_until(lambda: (dest / "gin_configs/base.gin").is_file() and not (dest / "configs").exists(),
-               what="a folder rename")
+    wait_until(
+        lambda: (dest / "gin_configs/base.gin").is_file() and not (dest / "configs").exists(),
+        what="a folder rename",
+    )
 
     # Excluded paths never arrive: write them, then a synced file, and check once that one is there.
     (project / "results/run2").mkdir()
@@ -464,7 +551,9 @@ def test_changed_syncignore_is_reloaded(project, tmp_path, env, start_watcher):
     watcher = start_watcher([str(dest), "--source", str(project)], env)
     watcher.wait_for_output(r"initial sync")
     (project / ".syncignore").write_text("*.tmp\n!\n")
-    watcher.wait_for_output(r"\.syncignore line 2: '!' is not a gitignore pattern .*; still using the excludes")
+    watcher.wait_for_output(
+        r"\.syncignore line 2: '!' is not a gitignore pattern .*; still using the excludes"
+    )
     (project / ".syncignore").write_text("*.tmp\n*.ckpt\n")
     watcher.wait_for_output(r"reloaded the excludes")
     (project / "src/pkg/weights.ckpt").write_text("big")
@@ -511,8 +600,18 @@ def unreachable_rsh():
 
 def test_once_to_unreachable_dest_retries_then_fails(project, plain_env, unreachable_rsh):
     completed = run_sync(
-        ["tester@127.0.0.1:mirror", "--source", str(project), "--once", "--rsh", unreachable_rsh,
-         "--retries", "2", "--retry-wait", "0.05"],
+        [
+            "tester@127.0.0.1:mirror",
+            "--source",
+            str(project),
+            "--once",
+            "--rsh",
+            unreachable_rsh,
+            "--retries",
+            "2",
+            "--retry-wait",
+            "0.05",
+        ],
         plain_env,
     )
     assert completed.returncode == 1
@@ -523,9 +622,20 @@ def test_once_to_unreachable_dest_retries_then_fails(project, plain_env, unreach
     assert "Traceback" not in completed.stderr
 
 
-def test_watch_keeps_retrying_unreachable_dest_and_stops_cleanly(project, env, unreachable_rsh, start_watcher):
+def test_watch_keeps_retrying_unreachable_dest_and_stops_cleanly(
+    project, env, unreachable_rsh, start_watcher
+):
     watcher = start_watcher(
-        ["tester@127.0.0.1:mirror", "--source", str(project), "--rsh", unreachable_rsh, "--retry-wait", "0.05"], env
+        [
+            "tester@127.0.0.1:mirror",
+            "--source",
+            str(project),
+            "--rsh",
+            unreachable_rsh,
+            "--retry-wait",
+            "0.05",
+        ],
+        env,
     )
     watcher.wait_for_output(r"failed \(rsync exit (255|12).*Connection refused.*\); retry \d+ in", count=4)
     assert re.search(r"retry 1 in 0\.05 s.*\n.*retry 2 in 0\.1 s.*\n.*retry 3 in 0\.2 s", watcher.stderr)
@@ -548,7 +658,8 @@ def test_remote_that_comes_back_gets_the_changes(project, tmp_path, env, start_w
     dest = tmp_path / "remote-home" / "mirror"
     dest.parent.mkdir()
     watcher = start_watcher(
-        [f"alice@cluster:{dest}", "--source", str(project), "--rsh", str(fake_ssh), "--retry-wait", "0.05"], env
+        [f"alice@cluster:{dest}", "--source", str(project), "--rsh", str(fake_ssh), "--retry-wait", "0.05"],
+        env,
     )
     watcher.wait_for_output(r"retry 3 in")
     (project / "src/pkg/while_down.py").write_text("")

@@ -28,8 +28,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Self
 
 import pathspec
 
@@ -188,9 +189,7 @@ def gitignore_to_rsync(line: str, perishable: bool = False) -> list[str]:
     if not line.endswith("\\ "):
         line = line.rstrip(" ")
     include = line.startswith("!")
-    if include:
-        line = line[1:]
-    elif line.startswith(("\\!", "\\#")):
+    if include or line.startswith(("\\!", "\\#")):
         line = line[1:]
     dir_only = line.endswith("/")
     body = line.rstrip("/")
@@ -285,8 +284,10 @@ def check_tools(need_watchman: bool, need_ssh: bool) -> None:
     for tool in needed:
         if shutil.which(tool) is None:
             why = " to see file changes (`--once` works without it)" if tool == "watchman" else ""
-            raise SyncError(f"{tool} is not installed; bin/sync.py needs it{why}. Install it:\n{INSTALL_HINTS[tool]}")
-    version_text = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout
+            raise SyncError(
+                f"{tool} is not installed; bin/sync.py needs it{why}. Install it:\n{INSTALL_HINTS[tool]}"
+            )
+    version_text = subprocess.run(["rsync", "--version"], check=False, capture_output=True, text=True).stdout
     found = re.search(r"version\s+(\d+)\.(\d+)", version_text)
     if found is None or "openrsync" in version_text or (int(found[1]), int(found[2])) < MINIMUM_RSYNC:
         first_line = version_text.splitlines()[0] if version_text else "unknown version"
@@ -353,7 +354,9 @@ class SyncResult:
         deleted = f", {self.num_deleted} deleted" if self.num_deleted else ""
         sent = "" if self.dry_run else f" ({format_bytes(self.num_bytes_sent)} sent)"
         files = "file" if self.num_files == 1 else "files"
-        return f"{self.num_files} {files}, {format_bytes(self.num_bytes)}{sent}{deleted} in {self.seconds:.2f} s"
+        return (
+            f"{self.num_files} {files}, {format_bytes(self.num_bytes)}{sent}{deleted} in {self.seconds:.2f} s"
+        )
 
 
 def format_bytes(num_bytes: int) -> str:
@@ -381,17 +384,19 @@ def build_rsync_command(config: SyncConfig, sync_filter: SyncFilter) -> list[str
 
 
 _STATS = {
-    "num_files": re.compile(r"^Number of regular files transferred:\s*([\d,]+)", re.M),
-    "num_deleted": re.compile(r"^Number of deleted files:\s*([\d,]+)", re.M),
-    "num_bytes": re.compile(r"^Total transferred file size:\s*([\d,]+)", re.M),
-    "num_bytes_sent": re.compile(r"^Total bytes sent:\s*([\d,]+)", re.M),
+    "num_files": re.compile(r"^Number of regular files transferred:\s*([\d,]+)", re.MULTILINE),
+    "num_deleted": re.compile(r"^Number of deleted files:\s*([\d,]+)", re.MULTILINE),
+    "num_bytes": re.compile(r"^Total transferred file size:\s*([\d,]+)", re.MULTILINE),
+    "num_bytes_sent": re.compile(r"^Total bytes sent:\s*([\d,]+)", re.MULTILINE),
 }
 _ITEMIZED = re.compile(r"^(\*deleting|[<>ch.*][fdLDS][^ ]*) ")
 
 
 def parse_rsync_output(stdout: str, seconds: float, dry_run: bool = False) -> SyncResult:
     """Read the `--stats` numbers and the `--itemize-changes` lines from rsync's output."""
-    numbers = {name: int(m[1].replace(",", "")) if (m := p.search(stdout)) else 0 for name, p in _STATS.items()}
+    numbers = {
+        name: int(m[1].replace(",", "")) if (m := p.search(stdout)) else 0 for name, p in _STATS.items()
+    }
     changes = tuple(line for line in stdout.splitlines() if _ITEMIZED.match(line))
     if not _STATS["num_deleted"].search(stdout):  # rsync < 3.1 has no such line
         numbers["num_deleted"] = sum(line.startswith("*deleting") for line in changes)
@@ -409,7 +414,12 @@ def run_rsync(config: SyncConfig, sync_filter: SyncFilter) -> SyncResult:
     start = time.perf_counter()
     # C locale: the --stats lines are parsed.
     completed = subprocess.run(
-        command, capture_output=True, text=True, errors="replace", env={**os.environ, "LC_ALL": "C"}
+        command,
+        check=False,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env={**os.environ, "LC_ALL": "C"},
     )
     seconds = time.perf_counter() - start
     if completed.returncode == VANISHED_FILES:
@@ -449,7 +459,9 @@ def sync(config: SyncConfig, sync_filter: SyncFilter | None = None) -> SyncResul
             if not error.retryable or (config.retries is not None and backoff.failures >= config.retries):
                 raise
             wait = backoff.next_wait()
-            logger.warning("sync to %s failed (%s); retry %d in %.3g s", config.dest, error, backoff.failures, wait)
+            logger.warning(
+                "sync to %s failed (%s); retry %d in %.3g s", config.dest, error, backoff.failures, wait
+            )
             time.sleep(wait)
 
 
@@ -500,7 +512,7 @@ class OwnWatchman:
             f"--pidfile={self.pidfile}",
             "get-sockname",
         ]
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=30)
         if completed.returncode != 0 or not os.path.exists(self.sockpath):
             log_tail = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
             raise SyncError(
@@ -514,7 +526,10 @@ class OwnWatchman:
         """Ask the daemon to shut down; kill it if it has not exited after `timeout` seconds."""
         pid = self.pid()
         subprocess.run(
-            ["watchman", f"--sockname={self.sockpath}", "shutdown-server"], capture_output=True, timeout=timeout
+            ["watchman", f"--sockname={self.sockpath}", "shutdown-server"],
+            check=False,
+            capture_output=True,
+            timeout=timeout,
         )
         deadline = time.monotonic() + timeout
         while pid is not None and _process_alive(pid) and time.monotonic() < deadline:
@@ -529,7 +544,7 @@ class OwnWatchman:
         except (OSError, ValueError):
             return None
 
-    def __enter__(self) -> OwnWatchman:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -571,7 +586,7 @@ class WatchmanSubscription:
         self.created_watch = False
         self._seen_first_result = False
 
-    def __enter__(self) -> WatchmanSubscription:
+    def __enter__(self) -> Self:
         pywatchman = _import_pywatchman()
         # Generous: subscribing to a big tree waits for watchman's first crawl of it.
         self.client = pywatchman.client(sockpath=self.sockpath, timeout=120.0)
@@ -694,10 +709,14 @@ def watch(
                     raise
                 wait = backoff.next_wait()
                 next_attempt = time.monotonic() + wait
-                logger.warning("sync to %s failed (%s); retry %d in %.3g s", config.dest, error, backoff.failures, wait)
+                logger.warning(
+                    "sync to %s failed (%s); retry %d in %.3g s", config.dest, error, backoff.failures, wait
+                )
                 continue
             if backoff.failures:
-                logger.warning("sync to %s works again after %d failed attempts", config.dest, backoff.failures)
+                logger.warning(
+                    "sync to %s works again after %d failed attempts", config.dest, backoff.failures
+                )
             backoff.reset()
             pending = False
             on_sync(result)
