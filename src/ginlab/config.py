@@ -138,9 +138,11 @@ def configurable_names() -> list[str]:
 
 def parameter_names(configurable: str) -> list[str]:
     try:
-        fn = gin.config._REGISTRY.get_match(configurable).wrapped
+        match = gin.config._REGISTRY.get_match(configurable)
+        fn = match.wrapped
         target = fn.__init__ if inspect.isclass(fn) else fn
-        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        hidden = {"self", "args", "kwargs", *(match.denylist or ())}
+        return [p for p in inspect.signature(target).parameters if p not in hidden]
     except Exception:
         return []
 

@@ -140,6 +140,8 @@ def training_loop(
     # -- the run folder: one writer; fresh, or cut back to the checkpoint it resumes ------------------------
     run.acquire()
     try:
+        if not reload and run.holds_run():  # another process started a run here since the check above
+            raise RunFolderError(f"{save_dir} already holds a run (started by another process just now).")
         checkpoint = None
         if reload:
             for tmp in run.checkpoints.glob(".*.tmp"):
@@ -151,42 +153,42 @@ def training_loop(
             run.create(command or [], config_files, list(bindings))
         if on_folder_ready is not None:
             on_folder_ready(run)
-        run.write_config(gin.operative_config_str(), flat_config())
-
-        history = HistoryWriter(run, log_every_n_steps)
-        if checkpoint is not None:
-            state = load_checkpoint(checkpoint).get("ginlab", {})
-            run.cut_history(state.get("history_rows", 0), state.get("step_rows", 0))
-        else:
-            run.cut_history(0, 0)
-        checkpointer = Checkpointer(run.checkpoints, history, monitor, monitor_mode, checkpoint_every_n_steps,
-                                    checkpoint_every_n_seconds, keep_checkpoints)
-        all_callbacks = [history, ProgressPrinter(run.path, print_every_n_steps or log_every_n_steps),
-                         Heartbeat(run, heartbeat_seconds), *extra]
-        if early_stopping_patience is not None:
-            all_callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=early_stopping_patience))
-        all_callbacks.append(checkpointer)
-        loggers = [TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False)]
-        if mlflow_tracking_uri:
-            loggers.append(_mlflow_logger(run, mlflow_tracking_uri, mlflow_experiment))
-
-        trainer = pl.Trainer(
-            max_epochs=n_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            precision=precision,
-            gradient_clip_val=gradient_clip_val,
-            deterministic=deterministic,
-            callbacks=all_callbacks,
-            logger=loggers,
-            log_every_n_steps=log_every_n_steps,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            use_distributed_sampler=False,  # the batch sampler decides the order; see data/batching.py
-            plugins=[AtomicCheckpointIO()],
-            default_root_dir=str(run.path),
-        )
         try:
+            run.write_config(gin.operative_config_str(), flat_config())
+
+            history = HistoryWriter(run, log_every_n_steps)
+            if checkpoint is not None:
+                state = load_checkpoint(checkpoint).get("ginlab", {})
+                run.cut_history(state.get("history_rows", 0), state.get("step_rows", 0))
+            else:
+                run.cut_history(0, 0)
+            checkpointer = Checkpointer(run.checkpoints, history, monitor, monitor_mode, checkpoint_every_n_steps,
+                                        checkpoint_every_n_seconds, keep_checkpoints)
+            all_callbacks = [history, ProgressPrinter(run.path, print_every_n_steps or log_every_n_steps),
+                             Heartbeat(run, heartbeat_seconds), *extra]
+            if early_stopping_patience is not None:
+                all_callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=early_stopping_patience))
+            all_callbacks.append(checkpointer)
+            loggers = [TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False)]
+            if mlflow_tracking_uri:
+                loggers.append(_mlflow_logger(run, mlflow_tracking_uri, mlflow_experiment))
+
+            trainer = pl.Trainer(
+                max_epochs=n_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                precision=precision,
+                gradient_clip_val=gradient_clip_val,
+                deterministic=deterministic,
+                callbacks=all_callbacks,
+                logger=loggers,
+                log_every_n_steps=log_every_n_steps,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                use_distributed_sampler=False,  # the batch sampler decides the order; see data/batching.py
+                plugins=[AtomicCheckpointIO()],
+                default_root_dir=str(run.path),
+            )
             checkpointer.install_signal_handlers()
             trainer.fit(module, datamodule=dm, ckpt_path=str(checkpoint) if checkpoint else None,
                         weights_only=True)

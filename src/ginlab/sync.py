@@ -85,7 +85,8 @@ INSTALL_HINTS = {
     "rsync": "  Debian/Ubuntu: sudo apt-get install rsync\n  macOS:         brew install rsync",
     "ssh": "  Debian/Ubuntu: sudo apt-get install openssh-client\n  macOS:         ships with the system",
 }
-MINIMUM_RSYNC = (3, 0)  # perishable filter rules; macOS's own rsync 2.6.9 / openrsync are older
+# Nanosecond mtimes (--modify-window=-1) need 3.1.3, on both sides; macOS ships 2.6.9 or openrsync.
+MINIMUM_RSYNC = (3, 1, 3)
 
 
 class SyncError(RuntimeError):
@@ -288,8 +289,8 @@ def check_tools(need_watchman: bool, need_ssh: bool) -> None:
                 f"{tool} is not installed; bin/sync.py needs it{why}. Install it:\n{INSTALL_HINTS[tool]}"
             )
     version_text = subprocess.run(["rsync", "--version"], check=False, capture_output=True, text=True).stdout
-    found = re.search(r"version\s+(\d+)\.(\d+)", version_text)
-    if found is None or "openrsync" in version_text or (int(found[1]), int(found[2])) < MINIMUM_RSYNC:
+    found = re.search(r"version\s+(\d+)\.(\d+)\.(\d+)", version_text)
+    if found is None or "openrsync" in version_text or tuple(map(int, found.groups())) < MINIMUM_RSYNC:
         first_line = version_text.splitlines()[0] if version_text else "unknown version"
         raise SyncError(
             f"rsync {'.'.join(map(str, MINIMUM_RSYNC))} or newer is needed, found: {first_line}. "
@@ -371,7 +372,10 @@ def format_bytes(num_bytes: int) -> str:
 def build_rsync_command(config: SyncConfig, sync_filter: SyncFilter) -> list[str]:
     # -rlpt, not -a: owners, groups and devices of a laptop mean nothing on a cluster. Each file is
     # written to a temporary name and renamed, so a job on the remote never imports half a file.
-    command = ["rsync", "-rlpt", "--itemize-changes", "--stats", "--timeout=120"]
+    # --modify-window=-1 compares mtimes to the nanosecond: by default rsync compares whole seconds,
+    # so a save within the same second as the last sync that keeps the size ("lr = 0.1" -> "0.2") would
+    # be skipped. The receiving rsync must be 3.1.3 or newer for this (man rsync, --modify-window).
+    command = ["rsync", "-rlpt", "--modify-window=-1", "--itemize-changes", "--stats", "--timeout=120"]
     if config.dest.is_remote:
         command += ["--compress", "--rsh", config.rsh or default_ssh_command()]
     if config.delete:

@@ -77,6 +77,11 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
     return bindings, diffs
 
 
+def _message(error: Exception) -> str:
+    # gin appends "In call to configurable ..." to errors raised inside configurables: noise for the reader.
+    return "\n".join(line for line in str(error).splitlines() if not line.strip().startswith("In call to configurable"))
+
+
 def _query(name, default):
     import gin
 
@@ -94,7 +99,7 @@ def main(save_dir: str, config_files: list[str], binding_strings: list[str], arg
     try:
         bindings, accepted = configure(save_dir, config_files, binding_strings)
     except (ConfigError, RunFolderError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_message(e)}", file=sys.stderr)
         return EXIT_USAGE
 
     from ginlab.callbacks import Interrupted
@@ -109,7 +114,7 @@ def main(save_dir: str, config_files: list[str], binding_strings: list[str], arg
                       accepted_changes=accepted, on_folder_ready=lambda run: tee.attach(run.log))
         return EXIT_OK
     except (ConfigError, RunFolderError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_message(e)}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted:
         return EXIT_INTERRUPTED

@@ -70,9 +70,8 @@ def load_H(run: Run) -> pd.DataFrame:
         RunFolderError: not a run folder, a format version this reader does not know, or a damaged line
             before the last one of history.jsonl.
     """
-    run = Path(run)
     load_meta(run)
-    path = str(run / "history.jsonl")
+    path = os.path.join(run, "history.jsonl")
     tables = jsonl.read_tables([path])
     if path in tables.errors:
         raise RunFolderError(tables.errors[path])
@@ -91,11 +90,11 @@ def load_meta(run: Run) -> dict[str, Any]:
         RunFolderError: no such folder, no meta.json (the message lists what the folder holds instead),
             meta.json damaged, or a format version this reader does not know.
     """
-    run = Path(run)
+    run = os.fspath(run)  # plain strings: this runs once per run in load_runs, where pathlib costs show
     try:
-        meta = read_json(run / "meta.json")
+        meta = read_json(os.path.join(run, "meta.json"))
     except FileNotFoundError:
-        raise RunFolderError(_why_not_a_run_folder(run)) from None
+        raise RunFolderError(_why_not_a_run_folder(Path(run))) from None
     if not isinstance(meta, dict):
         raise RunFolderError(f"{run}: meta.json is not a JSON object")
     check_format_version(meta, run)
@@ -119,21 +118,23 @@ def check_format_version(meta: dict[str, Any], run: Run) -> None:
 
 def load_config(run: Run) -> dict[str, Any] | None:
     """config.json, else config.gin parsed; None when the run has neither (yet)."""
-    run = Path(run)
+    run = os.fspath(run)
     try:
-        config = read_json(run / "config.json")
+        config = read_json(os.path.join(run, "config.json"))
     except FileNotFoundError:
         pass
     else:
         if not isinstance(config, dict):
             raise RunFolderError(f"{run}: config.json is not a JSON object")
         return config
+    path = os.path.join(run, "config.gin")
     try:
-        text = (run / "config.gin").read_text()
+        with open(path) as f:
+            text = f.read()
     except FileNotFoundError:
         return None
     try:
-        return parse_config_gin(text, str(run / "config.gin"))
+        return parse_config_gin(text, path)
     except ValueError as error:
         raise RunFolderError(str(error)) from None
 
@@ -141,7 +142,7 @@ def load_config(run: Run) -> dict[str, Any] | None:
 def load_summary(run: Run) -> dict[str, Any] | None:
     """summary.json (final, best and test metrics); None until the run has ended."""
     try:
-        summary = read_json(Path(run) / "summary.json")
+        summary = read_json(os.path.join(run, "summary.json"))
     except FileNotFoundError:
         return None
     if not isinstance(summary, dict):
@@ -151,7 +152,7 @@ def load_summary(run: Run) -> dict[str, Any] | None:
 
 def load_evaluations(run: Run) -> dict[str, dict[str, Any]]:
     """bin/evaluate.py results: {"best-test": {"checkpoint": "best", "split": "test", "metrics": {...}}}."""
-    folder = Path(run) / "evaluations"
+    folder = os.path.join(run, "evaluations")
     try:
         names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".json"))
     except (FileNotFoundError, NotADirectoryError):
@@ -159,7 +160,7 @@ def load_evaluations(run: Run) -> dict[str, dict[str, Any]]:
     evaluations = {}
     for name in names:
         try:
-            record = read_json(folder / name)
+            record = read_json(os.path.join(folder, name))
         except FileNotFoundError:  # replaced between listing and reading
             continue
         if isinstance(record, dict):
@@ -198,7 +199,7 @@ def parse_time(text: Any) -> datetime | None:
     return time if time.tzinfo else time.replace(tzinfo=timezone.utc)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: str | os.PathLike) -> Any:
     """A JSON file's value.
 
     Raises:

@@ -123,6 +123,8 @@ def run_command(experiment: Experiment, args) -> int:
     if grid_changed(experiment, runs):
         raise ExperimentError(f"main.py's grid or bindings changed since `prepare`: run `{program()} prepare` "
                               "again first (finished runs are kept).")
+    from ginlab.experiments.progress import Progress
+
     if args.backend == "slurm":
         from ginlab.experiments.slurm import SlurmBackend, SlurmOptions
 
@@ -130,14 +132,13 @@ def run_command(experiment: Experiment, args) -> int:
                                mem=args.mem, signal_seconds=args.signal_seconds, max_parallel=args.max_parallel,
                                extra=args.sbatch)
         backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, options,
-                               retries=args.retries, poll_seconds=args.poll)
+                               retries=args.retries, poll_seconds=args.poll,
+                               progress=Progress(f"{experiment.name} on SLURM", console))
         console.print(f"{experiment.name}: {len(runs)} runs on SLURM ({describe_options(options)})")
         outcomes = backend.run(runs)
         stopped = False
     else:
         from ginlab.experiments.local import LocalRunner
-
-        from ginlab.experiments.progress import Progress
 
         runner = LocalRunner(experiment.root, experiment.paths.logs, slots=args.slots, retries=args.retries,
                              progress=Progress(experiment.name, console))

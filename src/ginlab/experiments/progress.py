@@ -86,7 +86,8 @@ class Progress:
 
     def _flush(self) -> None:
         for message in self._pending:
-            self.console.print(f"[{self.counts}, ETA {format_seconds(self.eta)}] {message}")
+            eta = f", ETA {format_seconds(self.eta)}" if self.eta is not None else ""
+            self.console.print(f"[{self.counts}{eta}] {message}")
         self._pending.clear()
 
     def _line(self) -> Text:

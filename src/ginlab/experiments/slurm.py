@@ -235,7 +235,8 @@ class SlurmBackend:
             'while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
             'wait "$child"; code=$?',
             'echo "==== $(date -Is) bin/train.py exited with $code${signalled:+ after SIG$signalled}"',
-            'if [ "$code" = 3 ] && [ "$signalled" = USR1 ]; then',
+            '# 3: checkpoint written; 138 (128 + SIGUSR1): the signal came before bin/train.py could handle it.',
+            'if [ "$signalled" = USR1 ] && { [ "$code" = 3 ] || [ "$code" = 138 ]; }; then',
             '    echo "==== time limit near: requeueing job $SLURM_JOB_ID"',
             '    scontrol requeue "$SLURM_JOB_ID"',
             "fi",
@@ -329,23 +330,25 @@ class SlurmBackend:
                 # Gone from squeue. A job between its end and its requeue can be missing for a moment.
                 meta = read_meta(run.save_dir)
                 status = effective_status(meta) if meta else "missing"
-                if status != "finished" and index in seen and self.job_state(label) in ACTIVE_STATES:
+                job_state = self.job_state(label) if status != "finished" else None
+                if job_state in ACTIVE_STATES:
                     continue
                 del tracked[index]
                 out = self.output_path(label)
                 if status == "finished":
                     outcomes[run.name] = Outcome(run, "finished", f"job {label}", out, attempts[index])
                     self.progress.event(f"finished {run.name} (job {label})")
-                elif status == "interrupted":
-                    outcomes[run.name] = Outcome(run, "interrupted", f"job {label} ended with a checkpoint; "
-                                                 "`run` continues it", out, attempts[index])
-                    self.progress.event(f"{run.name}: job {label} ended interrupted (cancelled?); output: {out}")
+                elif status == "interrupted" and (job_state or "").startswith("CANCELLED"):
+                    outcomes[run.name] = Outcome(run, "interrupted", f"job {label} was cancelled after a "
+                                                 "checkpoint; `run` continues it", out, attempts[index])
+                    self.progress.event(f"{run.name}: job {label} was cancelled (checkpoint written); output: {out}")
                 elif attempts[index] <= self.retries:
-                    self.progress.event(f"{run.name}: {ended(label, status, meta)}; submitting it again "
-                                        f"(output: {out})")
+                    # Failed, killed, timed out without requeueing, or not startable (NODE_FAIL ...): reload it.
+                    self.progress.event(f"{run.name}: {ended(label, status, meta, job_state)}; submitting it "
+                                        f"again (output: {out})")
                     retry.append(run)
                 else:
-                    reason = ended(label, status, meta)
+                    reason = ended(label, status, meta, job_state)
                     outcomes[run.name] = Outcome(run, "failed", reason, out, attempts[index])
                     self.progress.event(f"FAILED {run.name}: {reason}; output: {out}, run log: "
                                         f"{run.save_dir / 'log.txt'}")
@@ -364,11 +367,12 @@ class SlurmBackend:
                 time.sleep(self.poll_seconds)
 
 
-def ended(label: str, status: str, meta: dict | None) -> str:
+def ended(label: str, status: str, meta: dict | None, job_state: str | None) -> str:
     """Why a job that is gone from the queue did not finish its run."""
+    state = f" ({job_state})" if job_state else ""
     if meta is None:
-        return f"job {label} ended before bin/train.py wrote the run folder"
-    text = f"job {label} ended with the run {status}"
+        return f"job {label} ended{state} before bin/train.py wrote the run folder"
+    text = f"job {label} ended{state} with the run {status}"
     error = meta.get("error") or {}
     if error.get("message"):
         text += f": {error.get('type', 'Error')}: {error['message']}"
