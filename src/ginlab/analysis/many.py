@@ -183,7 +183,10 @@ def _run_row(run, found: Found, select, now, stale_after, config_keys, seen_keys
         return None
     config_keys.update(dict.fromkeys(config))
     summary = load_summary(run) or {}
-    last = jsonl.read_last_record(os.path.join(run, "history.jsonl"))
+    # A run that ended has its progress in summary.json; only a running one (or one resumed after its
+    # summary was written) needs the tail of its history.
+    ended = summary and meta.get("status") != "running" and "epochs" in summary
+    last = None if ended else jsonl.read_last_record(os.path.join(run, "history.jsonl"))
     status = effective_status(meta, now, stale_after)
     start, end, beat = (parse_time(meta.get(name)) for name in ("started", "ended", "heartbeat"))
     until = end or (now if status == "running" else beat)
