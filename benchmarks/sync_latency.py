@@ -3,12 +3,13 @@
 
     python benchmarks/sync_latency.py                  # 30 edits in a 300-file project
     python benchmarks/sync_latency.py --files 3000     # a bigger tree: each sync walks all of it
+    python benchmarks/sync_latency.py --dest me@localhost:/tmp/m --arrival /tmp/m   # over ssh
 
 Builds a synthetic project in a temporary folder, starts a private watchman, runs `ginlab.sync.watch`
-in a thread towards a local DEST, then edits one file at a time and polls DEST until the new content
-is there. Prints the median and p90 latency and the share of it from the start of the rsync run to
+in a thread towards DEST (a temporary local folder unless --dest), then edits one file at a time and
+polls DEST (or --arrival, the local view of a remote DEST) until the new content is there. Prints the median and p90 latency and the share of it from the start of the rsync run to
 the arrival (the rest is watchman noticing the change and its 20 ms settle time). A remote DEST adds the network
-round trips to the rsync part; this measures the local overhead.
+round trips to the rsync part.
 """
 
 import argparse
@@ -51,16 +52,23 @@ def main() -> int:
     parser.add_argument(
         "--interval", type=float, default=0.2, help="pause between edits, s (default: %(default)s)"
     )
+    parser.add_argument("--dest", help="where to sync (default: a temporary local folder)")
+    parser.add_argument("--arrival", type=Path, help="local folder where a remote --dest's files appear")
+    parser.add_argument("--rsh", help="remote shell for a remote --dest (default: ginlab's ssh command)")
     args = parser.parse_args()
     gsync.check_tools(need_watchman=True, need_ssh=False)
+    if args.dest and ":" in args.dest and args.arrival is None:
+        parser.error("a remote --dest needs --arrival, the local folder where its files can be read")
 
     folder = Path(tempfile.mkdtemp(prefix="ginlab-synclat-"))
     syncs: list[tuple[float, float]] = []  # (time the rsync run ended, its duration)
     stop = threading.Event()
     try:
-        source, dest = folder / "project", folder / "mirror"
+        source = folder / "project"
         files = build_project(source, args.files)
-        config = gsync.SyncConfig(source=source, dest=gsync.load_destination(str(dest), source), retries=None)
+        destination = gsync.load_destination(args.dest or str(folder / "mirror"), source)
+        dest = args.arrival or Path(destination.path)
+        config = gsync.SyncConfig(source=source, dest=destination, rsh=args.rsh, retries=None)
         with gsync.OwnWatchman(folder / "wm") as service:
             watcher = threading.Thread(
                 target=gsync.watch,
@@ -111,7 +119,8 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
     total_latency, total_rsync = sum(latencies), sum(rsync_parts)
-    print(f"{args.edits} edits, project of {args.files} files, local DEST, {len(syncs) - 1} syncs")
+    where = "remote" if destination.is_remote else "local"
+    print(f"{args.edits} edits, project of {args.files} files, {where} DEST, {len(syncs) - 1} syncs")
     print(
         f"save -> arrival: median {statistics.median(latencies) * 1000:.0f} ms, "
         f"p90 {percentile(latencies, 0.9) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"

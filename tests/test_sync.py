@@ -232,6 +232,19 @@ def test_once_sends_code_and_leaves_excluded_paths_behind(project, tmp_path, pla
     )
 
 
+def test_same_size_edit_within_the_same_second_is_sent(project, tmp_path, plain_env):
+    dest = tmp_path / "mirror"
+    model = project / "src/pkg/model.py"
+    second = int(time.time()) * 10**9
+    model.write_text("lr = 0.1\n")
+    os.utime(model, ns=(second + 100, second + 100))
+    assert run_sync([str(dest), "--source", str(project), "--once"], plain_env).returncode == 0
+    model.write_text("lr = 0.2\n")  # same size, same whole second: rsync's default check misses it
+    os.utime(model, ns=(second + 200, second + 200))
+    assert run_sync([str(dest), "--source", str(project), "--once"], plain_env).returncode == 0
+    assert (dest / "src/pkg/model.py").read_text() == "lr = 0.2\n"
+
+
 def test_dry_run_lists_what_would_go_and_sends_nothing(project, tmp_path, plain_env):
     dest = tmp_path / "mirror"
     dest.mkdir()
