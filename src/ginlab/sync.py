@@ -637,7 +637,10 @@ class WatchmanSubscription:
         changes = []
         for result in self.client.getSubscription(self.name) or []:
             if result.get("canceled"):
-                raise SyncError(f"the watch on {self.root} was removed (watch-del) while syncing")
+                raise SyncError(
+                    f"watchman stopped watching {self.root}: the folder was deleted or moved, or the "
+                    "watch was removed (watch-del). Start bin/sync.py again."
+                )
             if result.get("is_fresh_instance"):
                 # The first result after subscribing always is one; a later one means watchman lost
                 # track (a recrawl after an overflow): the whole tree may have changed.
