@@ -83,6 +83,26 @@ def print_result(result, label: str, verbose: bool) -> None:
                 print(f"  {line}", flush=True)
 
 
+def import_sync():
+    """ginlab.sync, also when run without `source e.sh` (then src/ is not on PYTHONPATH)."""
+    try:
+        try:
+            import ginlab.sync as gsync
+        except ModuleNotFoundError as error:
+            if error.name != "ginlab":
+                raise
+            sys.path.insert(0, str(PROJECT_ROOT / "src"))
+            import ginlab.sync as gsync
+    except ModuleNotFoundError as error:
+        print(
+            f"sync.py: failed: the Python package {error.name} is missing. `source e.sh` builds and "
+            "activates the project's environment (requirements.txt).",
+            file=sys.stderr,
+        )
+        return None
+    return gsync
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, format="%(message)s")
@@ -90,12 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C and `kill` both end the watch through KeyboardInterrupt, which removes the watch.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        import ginlab.sync as gsync
-    except ImportError:  # run without `source e.sh`
-        sys.path.insert(0, str(PROJECT_ROOT / "src"))
-        import ginlab.sync as gsync
-
+    gsync = import_sync()
+    if gsync is None:
+        return 1
     once = args.once or args.dry_run
     try:
         source = args.source.resolve()
@@ -147,7 +164,7 @@ def watch(gsync, config, own_watchman: bool, verbose: bool) -> int:
         else:
             gsync.watch(config, on_sync)
     except KeyboardInterrupt:
-        print("stopped; the watch is removed", file=sys.stderr, flush=True)
+        print("stopped", file=sys.stderr, flush=True)
     return 0
 
 
