@@ -50,6 +50,7 @@ MLFLOW_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 def main() -> None:
     args = parse_arguments()
     work = Path(args.keep or tempfile.mkdtemp(prefix="ginlab-bench-"))
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other processes slow every timing)")
     print(f"import ginlab.analysis in a fresh process: {import_seconds():.2f} s")
     results = {}
     try:
@@ -62,6 +63,7 @@ def main() -> None:
             results[num_runs] = time_ginlab(folder, args.repeat)
         mlflow = None if args.no_mlflow else time_mlflow(work, args, min(args.runs))
         print_report(results, mlflow, args)
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -194,6 +196,9 @@ def time_mlflow(work: Path, args, num_runs: int) -> dict:
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):  # after the import, which sets up mlflow's own logging
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     logged = min(args.mlflow_runs, num_runs)
     source = work / f"runs-{num_runs}"
