@@ -28,7 +28,7 @@ training_loop.checkpoint_every_n_steps = 4
 cnn.channels = (8, 16)
 cnn.dropout = 0.3
 toy.batch_size = 16
-toy.num_samples = 256
+toy.num_samples = 512
 toy.augment = "shift"
 """
 

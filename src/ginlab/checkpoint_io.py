@@ -26,9 +26,9 @@ def save_checkpoint(checkpoint: dict, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         raise CheckpointError(
-            f"Could not write checkpoint {path}: {e.strerror or e}. The previous checkpoints are intact. "
+            f"Could not write checkpoint {path}: {getattr(e, 'strerror', None) or e}. The previous checkpoints are intact. "
             f"Free space on that filesystem (df -h {path.parent}) and reload the run."
         ) from e
 

@@ -147,6 +147,11 @@ def training_loop(
             for tmp in run.checkpoints.glob(".*.tmp"):
                 tmp.unlink()  # a write that a kill interrupted
             checkpoint = newest_valid_checkpoint(run.checkpoints)
+            if checkpoint is not None:
+                epoch = load_checkpoint(checkpoint)["epoch"]
+                if epoch > n_epochs:
+                    raise ConfigError(f"{save_dir} is already at epoch {epoch}: training_loop.n_epochs={n_epochs} "
+                                      f"cannot be reached again. Use n_epochs >= {epoch}. Nothing was changed.")
             run.record_reload(command or [], checkpoint, accepted_changes=list(accepted_changes))
             log.info("==== reload %s from %s", now(), checkpoint or "the start (no checkpoint was written yet)")
         else:

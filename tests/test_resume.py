@@ -1,0 +1,245 @@
+"""Exact resume and fault tolerance, with real processes and real signals.
+
+The reference is the same configuration run without interruption; after any sequence of kills and reloads
+every tensor of the final state (weights, optimizer, scheduler) and every history row must be identical.
+"""
+
+import json
+import os
+import random
+import resource
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import read_json, read_jsonl, start_train, train, tree_snapshot
+
+RELOAD = ["-b", "training_loop.reload=True"]
+
+
+def final_state(folder):
+    return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def rows_without_time(path):
+    return [{k: v for k, v in row.items() if k != "time"} for row in read_jsonl(path)]
+
+
+def assert_same_run(a, b):
+    """Bitwise the same final weights, optimizer and scheduler state, and the same history."""
+    sa, sb = final_state(a), final_state(b)
+    assert sa["global_step"] == sb["global_step"] and sa["epoch"] == sb["epoch"]
+    assert sa["state_dict"].keys() == sb["state_dict"].keys()
+    for key in sa["state_dict"]:
+        assert torch.equal(sa["state_dict"][key], sb["state_dict"][key]), key
+    for opt_a, opt_b in zip(sa["optimizer_states"], sb["optimizer_states"]):
+        for index, state in opt_a["state"].items():
+            for name, value in state.items():
+                other = opt_b["state"][index][name]
+                assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (index, name)
+    assert sa["lr_schedulers"] == sb["lr_schedulers"]
+    for name in ("history.jsonl", "steps.jsonl"):
+        assert rows_without_time(a / name) == rows_without_time(b / name), name
+    history = read_jsonl(b / "history.jsonl")
+    assert [row["epoch"] for row in history] == list(range(len(history)))
+    assert read_json(a / "summary.json")["test"] == read_json(b / "summary.json")["test"]
+
+
+def wait_for_steps(proc, count):
+    """Read the run's output until `count` progress lines went by (False if it ended first)."""
+    seen = 0
+    for line in proc.stdout:
+        if line.startswith("step "):
+            seen += 1
+            if seen >= count:
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted runs the interrupted ones must reproduce, by number of workers."""
+    from conftest import HARD_CONFIG
+
+    base = tmp_path_factory.mktemp("reference")
+    config = base / "hard.gin"
+    config.write_text(HARD_CONFIG)
+    cache = {}
+
+    def get(workers=0):
+        if workers not in cache:
+            folder = base / f"workers{workers}"
+            train(folder, config, "-b", f"toy.num_workers={workers}", check=0)
+            cache[workers] = folder
+        return cache[workers]
+
+    get.config = config
+    return get
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_at_random_moments_then_reload_gives_the_same_run(tmp_path, reference, workers):
+    rng = random.Random(1234 + workers)
+    folder = tmp_path / "run"
+    args = [folder, reference.config, "-b", f"toy.num_workers={workers}#training_loop.checkpoint_every_n_steps=2"]
+    kills = 0
+    proc = start_train(*args)
+    while True:
+        if kills < 5 and wait_for_steps(proc, rng.randint(1, 4)):
+            time.sleep(rng.uniform(0, 0.05))
+            proc.kill()
+            kills += 1
+        proc.communicate()
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL
+        proc = start_train(*args, *RELOAD)
+    assert kills >= 5
+    # The reloads allowed a different checkpoint frequency: it changes when state is saved, not what is computed.
+    assert_same_run(reference(workers), folder)
+    log = (folder / "log.txt").read_text()
+    assert log.count("==== reload") == kills
+    assert len(read_json(folder / "meta.json")["reloads"]) == kills
+
+
+def interrupt(args, sig, steps=3):
+    proc = start_train(*args)
+    assert wait_for_steps(proc, steps)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    return proc.returncode, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_writes_a_checkpoint_marks_interrupted_and_reload_continues_exactly(tmp_path, reference, sig):
+    folder = tmp_path / "run"
+    code, out = interrupt([folder, reference.config], sig)
+    assert code == 3, out
+    meta = read_json(folder / "meta.json")
+    assert meta["status"] == "interrupted" and meta["exit_code"] == 3
+    assert f"{signal.Signals(sig).name} received: checkpoint written" in out
+    train(folder, *RELOAD, check=0)
+    assert read_json(folder / "meta.json")["status"] == "finished"
+    assert_same_run(reference(0), folder)
+
+
+def test_broken_newest_checkpoints_are_skipped_loudly(tmp_path, reference):
+    folder = tmp_path / "run"
+    code, _ = interrupt([folder, reference.config, "-b", "training_loop.keep_checkpoints=4"], signal.SIGTERM, steps=8)
+    assert code == 3
+    newest = sorted((folder / "checkpoints").glob("step-*.ckpt"))[-3:]
+    assert len(newest) == 3
+    for path, damage in zip(newest, ["truncated", "empty", "garbage"]):
+        data = path.read_bytes()
+        path.unlink()  # last.ckpt may be a link to it: damage only this name's file
+        path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(len(data))}[damage])
+    proc = train(folder, *RELOAD, check=0)
+    for path in newest:
+        assert f"skipping broken checkpoint {path}" in proc.stdout + proc.stderr
+    assert_same_run(reference(0), folder)
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_ones_intact(tmp_path, reference):
+    folder = tmp_path / "run"
+    code, _ = interrupt([folder, reference.config], signal.SIGTERM, steps=6)
+    assert code == 3
+    # What a SIGKILL in the middle of torch.save leaves behind: a partial temporary file beside the targets.
+    newest = sorted((folder / "checkpoints").glob("step-*.ckpt"))[-1]
+    partial = folder / "checkpoints" / f".step-99999999.ckpt.{os.getpid()}.tmp"
+    partial.write_bytes(newest.read_bytes()[:1000])
+    train(folder, *RELOAD, check=0)
+    assert not partial.exists()
+    assert_same_run(reference(0), folder)
+
+
+def test_extending_a_finished_run_equals_running_longer(tmp_path, reference):
+    folder = tmp_path / "run"
+    train(folder, reference.config, "-b", "training_loop.n_epochs=2", check=0)
+    train(folder, *RELOAD, "-b", "training_loop.n_epochs=4", check=0)
+    assert_same_run(reference(0), folder)
+
+
+def test_a_run_killed_before_its_first_checkpoint_reloads_from_step_0(tmp_path, reference):
+    folder = tmp_path / "run"
+    proc = start_train(folder, reference.config)
+    for line in proc.stdout:
+        if line.startswith("run folder:"):
+            proc.kill()
+            break
+    proc.communicate()
+    assert (folder / "meta.json").exists() and not list((folder / "checkpoints").glob("step-*.ckpt"))
+    proc = train(folder, *RELOAD, check=0)
+    assert "from the start" in proc.stdout
+    assert_same_run(reference(0), folder)
+
+
+def test_reload_of_a_missing_or_empty_folder_is_an_error(tmp_path):
+    for folder in (tmp_path / "missing", tmp_path / "empty"):
+        if folder.name == "empty":
+            folder.mkdir()
+        proc = train(folder, *RELOAD)
+        assert proc.returncode == 2 and "holds no run" in proc.stderr
+    assert not (tmp_path / "missing").exists() and not list((tmp_path / "empty").iterdir())
+
+
+def test_reload_with_changed_hyperparameters_is_refused_unless_allowed(tmp_path, reference):
+    folder = tmp_path / "run"
+    train(folder, reference.config, "-b", "training_loop.n_epochs=1", check=0)
+    before = tree_snapshot(folder)
+    proc = train(folder, reference.config, *RELOAD, "-b", "torch.optim.SGD.lr=0.1#cnn.dropout=0.5#training_loop.n_epochs=2")
+    assert proc.returncode == 2
+    assert "SGD.lr: 0.05 -> 0.1" in proc.stderr and "cnn.dropout: 0.3 -> 0.5" in proc.stderr
+    assert "n_epochs" not in proc.stderr.split("differs")[1].split("Reload with")[0]  # may change on reload
+    assert "reload_allow_changes" in proc.stderr
+    assert tree_snapshot(folder) == before
+    train(folder, *RELOAD, "-b", "torch.optim.SGD.lr=0.1#training_loop.n_epochs=2",
+          "-b", "training_loop.reload_allow_changes=True", check=0)
+    meta = read_json(folder / "meta.json")
+    assert meta["reloads"][-1]["accepted_config_changes"] == ["  SGD.lr: 0.05 -> 0.1"]
+    assert read_json(folder / "config.json")["SGD.lr"] == 0.1
+    assert len(read_jsonl(folder / "history.jsonl")) == 2
+
+
+def test_one_writer_per_folder_and_a_stale_lock_is_taken_over(tmp_path, reference):
+    folder = tmp_path / "run"
+    proc = start_train(folder, reference.config, "-b", "training_loop.n_epochs=1000")
+    assert wait_for_steps(proc, 1)
+    second = train(folder, *RELOAD)
+    assert second.returncode == 2
+    assert f"host {socket.gethostname()}, pid {proc.pid}" in second.stderr
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    epoch = final_state(folder)["epoch"]
+    too_few = train(folder, *RELOAD, "-b", f"training_loop.n_epochs={epoch - 1}")
+    assert too_few.returncode == 2 and f"already at epoch {epoch}" in too_few.stderr
+    # A writer that died without releasing: its lock record is still there, nobody holds the lock.
+    (folder / ".lock.json").write_text(json.dumps({"host": "gone-host", "pid": 999999, "started": "earlier"}))
+    third = train(folder, *RELOAD, "-b", f"training_loop.n_epochs={epoch + 1}", check=0)
+    assert "Taking over" in third.stderr and "gone-host" in third.stderr
+
+
+def test_a_failed_checkpoint_write_is_reported_and_the_previous_checkpoint_survives(tmp_path, reference):
+    folder = tmp_path / "run"
+    code, _ = interrupt([folder, reference.config], signal.SIGTERM, steps=2)
+    assert code == 3
+    before = {p.name: p.read_bytes() for p in (folder / "checkpoints").glob("*.ckpt")}
+    size = max(len(b) for b in before.values())
+
+    def small_disk():  # the file-size limit makes every write past `size // 2` bytes fail, like a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    proc = train(folder, *RELOAD, preexec_fn=small_disk)
+    assert proc.returncode == 1
+    assert "Could not write checkpoint" in proc.stderr and "previous checkpoints are intact" in proc.stderr
+    meta = read_json(folder / "meta.json")
+    assert meta["status"] == "failed" and "Could not write checkpoint" in meta["error"]["message"]
+    for name, data in before.items():
+        assert (folder / "checkpoints" / name).read_bytes() == data
+    assert not list((folder / "checkpoints").glob(".*.tmp"))
+    train(folder, *RELOAD, check=0)  # with space again, it finishes exactly
+    assert_same_run(reference(0), folder)
