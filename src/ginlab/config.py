@@ -66,7 +66,7 @@ def parse(config_files, bindings, base_files=()) -> None:
 
 def check_bindings(config_files, bindings) -> None:
     """Validate configs and bindings exactly as bin/train.py would, without building or writing anything."""
-    parse(config_files, split_bindings(bindings) if isinstance(bindings, str) else bindings)
+    parse(config_files, split_bindings([bindings] if isinstance(bindings, str) else bindings))
 
 
 def check_registered_names(files, bindings) -> None:

@@ -49,6 +49,31 @@ def build_model(name: str, datamodule, optimizer, lr_scheduler):
     return Classifier(net, opt, scheduler)
 
 
+def setting(name: str):
+    """The value training_loop gets for `name` under the parsed gin config (its default when unbound)."""
+    import inspect
+
+    try:
+        value = gin.query_parameter(f"training_loop.{name}")
+    except ValueError:
+        return inspect.signature(training_loop).parameters[name].default
+    if isinstance(value, gin.config.ConfigurableReference):
+        return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
+    return value
+
+
+def build_from_config():
+    """(datamodule, module) exactly as training_loop builds them from the parsed gin config.
+
+    Used by bin/evaluate.py, and by tests that check every shipped config builds.
+    """
+    seed = setting("seed")
+    pl.seed_everything(seed, workers=True, verbose=False)
+    datamodule = build_datamodule(setting("datamodule"), seed)
+    module = build_model(setting("model"), datamodule, setting("optimizer"), setting("lr_scheduler"))
+    return datamodule, module
+
+
 def newest_valid_checkpoint(folder: Path) -> Path | None:
     """The newest checkpoint that is complete and loadable; broken ones are skipped loudly."""
     for path in step_checkpoints(folder):
