@@ -163,6 +163,9 @@ class LocalRunner:
     def _collect(self, job: _Active, code: int, elapsed: float, outcomes: dict, durations: list) -> bool:
         """Record how a child ended; return True to start it again (reload)."""
         run, took = job.run, format_seconds(elapsed)
+        meta = read_meta(run.save_dir)
+        if code == EXIT_FINISHED and (meta or {}).get("status") != "finished":
+            code = EXIT_FAILED  # the run folder is the truth: exit 0 without "finished" is no success
         if code == EXIT_FINISHED:
             durations.append(elapsed)
             outcomes[run.name] = Outcome(run, "finished", f"in {took}", job.log, job.attempt)
@@ -173,7 +176,7 @@ class LocalRunner:
             outcomes[run.name] = Outcome(run, "interrupted", f"stopped ({how})", job.log, job.attempt)
             self.progress.event(f"stopped {run.name} ({how})")
             return False
-        reason = describe_exit(code, read_meta(run.save_dir))
+        reason = describe_exit(code, meta)
         if code != EXIT_USAGE and job.attempt <= self.retries and not self._stop_requests:
             self.progress.event(f"{run.name} {reason} after {took}: retrying (log: {job.log})")
             return True

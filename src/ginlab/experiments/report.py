@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 RUN_COLUMNS = ("run", "name", "status", "epochs", "steps", "time", "start", "end", "heartbeat", "duration",
                "host", "reloads", "error")
 
+# Config values that say how a run was started, not what it computes.
+BOOKKEEPING = {"training_loop.reload", "training_loop.reload_allow_changes"}
+
 
 def build_report(experiment: Experiment, runs: list[Run]) -> Path:
     """Write the report of the prepared `runs` into `<results>/report/`; return the path of summary.md.
@@ -89,7 +92,8 @@ def runs_table(runs: list[Run], loaded: pd.DataFrame, short: dict, unreadable: d
     config_columns = [c for c in loaded.columns if c not in RUN_COLUMNS and "/" not in c
                       and c not in ("monitor", "mode")]
     grid_columns = {c for c in config_columns for p in short if p == c or p.endswith("." + c) or c.endswith("." + p)}
-    varying = [c for c in config_columns if c not in grid_columns and loaded[c].astype(str).nunique() > 1]
+    varying = [c for c in config_columns if c not in grid_columns and c not in BOOKKEEPING
+               and loaded[c].astype(str).nunique() > 1]
     metric_columns = [c for c in loaded.columns if c.split("/")[0] in ("final", "best", "test")
                       and c.split("/")[-1] not in ("epoch", "step", "time", "lr", "checkpoint")]
     rows = []
