@@ -191,45 +191,31 @@ def time_mlflow(work: Path, args, num_runs: int) -> dict:
     import warnings
 
     warnings.filterwarnings("ignore")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.ERROR)
     import mlflow
-    from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
     for name in ("mlflow", "alembic"):  # after the import, which sets up mlflow's own logging
         logging.getLogger(name).setLevel(logging.ERROR)
 
     logged = min(args.mlflow_runs, num_runs)
-    source = work / f"runs-{num_runs}"
-    store = work / "mlflow"
-    shutil.rmtree(store, ignore_errors=True)
-    store.mkdir()
+    store = work / f"mlflow-{num_runs}-{logged}"
     uri = f"sqlite:///{store}/mlflow.db"
     mlflow.set_tracking_uri(uri)
+    reuse = (store / "complete").exists()  # kept from an earlier call with --keep
+    if not reuse:
+        shutil.rmtree(store, ignore_errors=True)
+        store.mkdir()
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("bench", artifact_location=(store / "artifacts").as_uri())
-
-    started = time.perf_counter()
-    run_ids = []
-    for run in sorted(source.glob("run-*"))[:logged]:
-        meta = json.loads((run / "meta.json").read_text())
-        config = json.loads((run / "config.json").read_text())
-        history = [json.loads(line) for line in (run / "history.jsonl").read_text().split("\n")[:-1]]
-        start_ms = int(datetime.fromisoformat(meta["started"]).timestamp() * 1000)
-        mlflow_run = client.create_run(experiment, start_time=start_ms, run_name=run.name)
-        run_id = mlflow_run.info.run_id
-        params = [Param(key, str(value)) for key, value in config.items()]
-        client.log_batch(run_id, params=params, tags=[RunTag("status", meta["status"])])
-        metrics = [Metric(name, record[name], start_ms + int(record["time"] * 1000), record["epoch"])
-                   for record in history for name in METRICS]  # fmt: skip
-        for first in range(0, len(metrics), MLFLOW_BATCH):
-            client.log_batch(run_id, metrics=metrics[first : first + MLFLOW_BATCH])
-        if meta["status"] != "running":
-            client.set_terminated(run_id, "FINISHED" if meta["status"] == "finished" else "FAILED")
-        run_ids.append(run_id)
-    log_seconds = time.perf_counter() - started
-    print(f"logged {logged} runs into MLflow {mlflow.__version__} (SQLite) in {log_seconds:.0f} s")
+    if reuse:
+        experiment = client.get_experiment_by_name("bench").experiment_id
+        run_ids = sorted(run.info.run_id for run in client.search_runs([experiment], max_results=50_000))
+        print(f"reusing the {len(run_ids)} runs logged into MLflow in {store}")
+    else:
+        experiment = client.create_experiment("bench", artifact_location=(store / "artifacts").as_uri())
+        started = time.perf_counter()
+        run_ids = log_into_mlflow(client, experiment, sorted((work / f"runs-{num_runs}").glob("run-*"))[:logged])
+        print(f"logged {logged} runs into MLflow {mlflow.__version__} (SQLite) in {time.perf_counter() - started:.0f} s")
+        (store / "complete").touch()
 
     search = median_seconds(lambda: mlflow.search_runs([experiment], max_results=100_000), args.repeat)
     sample = run_ids[:: max(1, len(run_ids) // args.history_sample)][: args.history_sample]
@@ -239,6 +225,29 @@ def time_mlflow(work: Path, args, num_runs: int) -> dict:
             client.get_metric_history(run_id, name)
     per_call = (time.perf_counter() - started) / (len(sample) * len(METRICS))
     return {"logged": logged, "search": search, "per_call": per_call, "sample": len(sample), "source": num_runs}
+
+
+def log_into_mlflow(client, experiment: str, runs: list[Path]) -> list[str]:
+    """Each run's config as params, status as a tag, history as metrics (step = epoch), with log_batch."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_ids = []
+    for run in runs:
+        meta = json.loads((run / "meta.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+        history = [json.loads(line) for line in (run / "history.jsonl").read_text().split("\n")[:-1]]
+        start_ms = int(datetime.fromisoformat(meta["started"]).timestamp() * 1000)
+        run_id = client.create_run(experiment, start_time=start_ms, run_name=run.name).info.run_id
+        params = [Param(key, str(value)) for key, value in config.items()]
+        client.log_batch(run_id, params=params, tags=[RunTag("status", meta["status"])])
+        metrics = [Metric(name, record[name], start_ms + int(record["time"] * 1000), record["epoch"])
+                   for record in history for name in METRICS]  # fmt: skip
+        for first in range(0, len(metrics), MLFLOW_BATCH):
+            client.log_batch(run_id, metrics=metrics[first : first + MLFLOW_BATCH])
+        if meta["status"] != "running":
+            client.set_terminated(run_id, "FINISHED" if meta["status"] == "finished" else "FAILED")
+        run_ids.append(run_id)
+    return run_ids
 
 
 # -- report ----------------------------------------------------------------------------------------------

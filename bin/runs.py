@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     unreadable = runs.attrs["unreadable"]
     metric, mode = monitored_metric(runs, args.metric, args.mode)
     if args.status:
-        runs = runs[runs["status"].isin(args.status.split(","))]
+        wanted = args.status.split(",")
+        unknown = sorted(set(wanted) - set(STATUS_STYLES))
+        if unknown:
+            print(f"runs.py: unknown status {', '.join(unknown)}; statuses are {', '.join(STATUS_STYLES)}", file=sys.stderr)
+            return 2
+        runs = runs[runs["status"].isin(wanted)]
     runs = runs.assign(
         best=best_values(runs, metric, mode),
         age=age_seconds(runs),

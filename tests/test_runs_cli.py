@@ -74,3 +74,5 @@ def test_bad_folder_or_filter_exits_with_a_message(sweep):
     assert result.returncode == 2 and "nowhere: no such run folder or folder of runs" in result.stderr
     result = runs_py(sweep, "-f", "Adam.lrr=0.1")
     assert result.returncode == 2 and "close names: Adam.lr" in result.stderr
+    result = runs_py(sweep, "--status", "runing")
+    assert result.returncode == 2 and "unknown status runing; statuses are running, stale, finished" in result.stderr

@@ -180,7 +180,7 @@ def effective_status(
     """
     status = meta.get("status")
     if status != "running":
-        return str(status)
+        return status if isinstance(status, str) else "unknown"
     beat = parse_time(meta.get("heartbeat")) or parse_time(meta.get("started"))
     if beat is None:
         return "running"
