@@ -432,6 +432,14 @@ def test_load_histories_reports_a_damaged_history_and_loads_the_rest(sweep):
     assert H["run"].nunique() == 4
 
 
+def test_load_histories_says_which_column_cannot_be_combined(sweep):
+    load_histories(sweep)  # cached, val_acc numbers
+    run = write_run(sweep / "text-metric", epochs=1)
+    (run / "history.jsonl").write_text(json.dumps({**history_record(0), "val_acc": "n/a"}) + "\n")
+    with pytest.raises(RunFolderError, match=r"histories under .*sweep cannot be combined: .*val_acc"):
+        load_histories(sweep)
+
+
 def test_fast_many_file_path_gives_the_rows_of_the_plain_reader(tmp_path, monkeypatch):
     monkeypatch.setattr(jsonl, "CHUNK_BYTES", 600)  # several chunks
     contents = {

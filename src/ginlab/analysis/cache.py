@@ -54,6 +54,8 @@ class HistoryCache:
             os.path.join(self.root, FOLDER_NAME, FILE_NAME),
             os.path.join(user_cache, "ginlab", "histories", f"{digest}.parquet"),
         ]
+        if os.path.dirname(self.root) == self.root:  # runs share no folder but "/": keep out of it
+            del self.paths[0]
 
     def load(self) -> tuple[pa.Table | None, dict[str, list[int]]]:
         """The cached table and entries; (None, {}) when there is no usable cache."""
@@ -80,7 +82,7 @@ class HistoryCache:
         info = {"version": CACHE_VERSION, "root": ".", "runs": entries}
         table = table.replace_schema_metadata({"ginlab": json.dumps(info, separators=(",", ":"))})
         for index, path in enumerate(self.paths):
-            if index > 0:  # outside the root the cache is keyed by the root's absolute path
+            if not path.startswith(self.root + os.sep):  # outside the root it is keyed by the root's path
                 info["root"] = self.root
                 table = table.replace_schema_metadata({"ginlab": json.dumps(info, separators=(",", ":"))})
             try:

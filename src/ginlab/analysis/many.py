@@ -141,7 +141,10 @@ def load_histories(
 
     fresh = [i for i, (name, key) in enumerate(zip(relative, keys)) if entries.get(name, [])[:2] != list(key)]
     readable = [i for i in fresh if _check_meta(runs[i], found)]
-    tables = jsonl.read_tables([os.path.join(runs[i], "history.jsonl") for i in readable])
+    try:
+        tables = jsonl.read_tables([os.path.join(runs[i], "history.jsonl") for i in readable])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # e.g. a metric that is a number here, text there
+        raise RunFolderError(f"the histories under {found.root} cannot be combined: {error}") from None
     for i, count in zip(readable, tables.counts):
         path = os.path.join(runs[i], "history.jsonl")
         if path in tables.errors:
@@ -149,7 +152,13 @@ def load_histories(
     fresh_rows = dict(zip(readable, _starts_and_counts(tables.counts)))
 
     # Rows of each wanted run in `combined` (the cached rows, then the fresh ones).
-    combined = _concat([cached_table, tables.table])
+    try:
+        combined = _concat([cached_table, tables.table])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        if cached_table is None:
+            raise RunFolderError(f"the histories under {found.root} cannot be combined: {error}") from None
+        # A column changed type against the cached rows: read everything again, without the cache.
+        return load_histories(where, metrics, select, cache=False, on_error=on_error)
     offset = cached_table.num_rows if cached_table is not None else 0
     wanted, starts, counts = [], [], []
     for i, name in enumerate(relative):
