@@ -33,13 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ginlab.analysis import load_histories, load_runs  # noqa: E402
-from ginlab.analysis.cache import FOLDER_NAME  # noqa: E402
+from ginlab.analysis import load_histories, load_runs
+from ginlab.analysis.cache import FOLDER_NAME
 
 METRICS = ["train_loss", "train_acc", "train_top5", "train_grad_norm", "val_loss", "val_acc", "val_top5",
            "val_f1", "val_precision", "lr"]  # fmt: skip
@@ -50,7 +50,9 @@ MLFLOW_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 def main() -> None:
     args = parse_arguments()
     work = Path(args.keep or tempfile.mkdtemp(prefix="ginlab-bench-"))
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other processes slow every timing)")
+    print(
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other processes slow every timing)"
+    )
     print(f"import ginlab.analysis in a fresh process: {import_seconds():.2f} s")
     results = {}
     try:
@@ -59,7 +61,9 @@ def main() -> None:
             if not folder.exists():
                 started = time.perf_counter()
                 generate_runs(folder, num_runs, args.epochs)
-                print(f"generated {num_runs} run folders x {args.epochs} epochs in {time.perf_counter() - started:.0f} s")
+                print(
+                    f"generated {num_runs} run folders x {args.epochs} epochs in {time.perf_counter() - started:.0f} s"
+                )
             results[num_runs] = time_ginlab(folder, args.repeat)
         mlflow = None if args.no_mlflow else time_mlflow(work, args, min(args.runs))
         print_report(results, mlflow, args)
@@ -70,7 +74,9 @@ def main() -> None:
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, nargs="+", default=[2000], help="numbers of runs (default 2000)")
     parser.add_argument("--epochs", type=int, default=100, help="history lines per run (default 100)")
     parser.add_argument("--mlflow-runs", type=int, default=2000,
@@ -89,12 +95,14 @@ def parse_arguments():
 def generate_runs(folder: Path, num_runs: int, epochs: int) -> None:
     """Write run folders as the training loop does (docs/run-folder.md, format version 1)."""
     rng = random.Random(0)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for index in range(num_runs):
         run = folder / f"run-{index:05d}"
         run.mkdir(parents=True)
         kind = index % 50  # 46 finished, 2 running, 1 stale, 1 failed per 50
-        status = "running" if kind in (0, 1) else "stale" if kind == 2 else "failed" if kind == 3 else "finished"
+        status = (
+            "running" if kind in (0, 1) else "stale" if kind == 2 else "failed" if kind == 3 else "finished"
+        )
         done = epochs if status == "finished" else epochs // 2
         config = run_config(rng, index, epochs)
         history = [history_record(rng, epoch) for epoch in range(done)]
@@ -130,7 +138,12 @@ def generate_runs(folder: Path, num_runs: int, epochs: int) -> None:
             }  # fmt: skip
             (run / "summary.json").write_text(json.dumps(summary, indent=2))
             (run / "evaluations").mkdir()
-            evaluation = {"checkpoint": "best", "split": "test", "metrics": {"test_acc": rng.random()}, "time": "..."}
+            evaluation = {
+                "checkpoint": "best",
+                "split": "test",
+                "metrics": {"test_acc": rng.random()},
+                "time": "...",
+            }
             (run / "evaluations" / "best-test.json").write_text(json.dumps(evaluation))
 
 
@@ -166,7 +179,7 @@ def median_seconds(function, repeat: int, before=None) -> float:
 
 
 def time_ginlab(folder: Path, repeat: int) -> dict:
-    drop_cache = lambda: shutil.rmtree(folder / FOLDER_NAME, ignore_errors=True)  # noqa: E731
+    drop_cache = lambda: shutil.rmtree(folder / FOLDER_NAME, ignore_errors=True)
     results = {
         "runs": sum(1 for _ in folder.iterdir()),
         "load_runs": median_seconds(lambda: load_runs(folder), repeat),
@@ -181,7 +194,9 @@ def time_ginlab(folder: Path, repeat: int) -> dict:
             with open(run / "history.jsonl", "a") as f:
                 f.write(json.dumps(history_record(random.Random(0), 10_000)) + "\n")
 
-    results["histories after 1% changed"] = median_seconds(lambda: load_histories(folder), 1, before=append_one_epoch)
+    results["histories after 1% changed"] = median_seconds(
+        lambda: load_histories(folder), 1, before=append_one_epoch
+    )
     results["rows"] = len(load_histories(folder))
     return results
 
@@ -213,8 +228,12 @@ def time_mlflow(work: Path, args, num_runs: int) -> dict:
     else:
         experiment = client.create_experiment("bench", artifact_location=(store / "artifacts").as_uri())
         started = time.perf_counter()
-        run_ids = log_into_mlflow(client, experiment, sorted((work / f"runs-{num_runs}").glob("run-*"))[:logged])
-        print(f"logged {logged} runs into MLflow {mlflow.__version__} (SQLite) in {time.perf_counter() - started:.0f} s")
+        run_ids = log_into_mlflow(
+            client, experiment, sorted((work / f"runs-{num_runs}").glob("run-*"))[:logged]
+        )
+        print(
+            f"logged {logged} runs into MLflow {mlflow.__version__} (SQLite) in {time.perf_counter() - started:.0f} s"
+        )
         (store / "complete").touch()
 
     search = median_seconds(lambda: mlflow.search_runs([experiment], max_results=100_000), args.repeat)
@@ -224,7 +243,13 @@ def time_mlflow(work: Path, args, num_runs: int) -> dict:
         for name in METRICS:
             client.get_metric_history(run_id, name)
     per_call = (time.perf_counter() - started) / (len(sample) * len(METRICS))
-    return {"logged": logged, "search": search, "per_call": per_call, "sample": len(sample), "source": num_runs}
+    return {
+        "logged": logged,
+        "search": search,
+        "per_call": per_call,
+        "sample": len(sample),
+        "source": num_runs,
+    }
 
 
 def log_into_mlflow(client, experiment: str, runs: list[Path]) -> list[str]:
@@ -257,7 +282,9 @@ def print_report(results: dict, mlflow: dict | None, args) -> None:
     print()
     for num_runs, result in results.items():
         scale = num_runs / 2000
-        print(f"ginlab, {num_runs} runs x {args.epochs} epochs ({result['rows']} history rows), median of {args.repeat}:")
+        print(
+            f"ginlab, {num_runs} runs x {args.epochs} epochs ({result['rows']} history rows), median of {args.repeat}:"
+        )
         for name in ("load_runs", "histories cold", "histories warm", "histories after 1% changed"):
             seconds = result[name]
             line = f"  {name:28s} {seconds:7.3f} s  ({seconds / num_runs * 1e6:5.0f} us per run)"
@@ -268,7 +295,9 @@ def print_report(results: dict, mlflow: dict | None, args) -> None:
             print(line)
     if len(results) > 1:
         sizes = sorted(results)
-        print(f"growth from {sizes[0]} to {sizes[-1]} runs (x{sizes[-1] / sizes[0]:.0f}); linear means equal cost per run:")
+        print(
+            f"growth from {sizes[0]} to {sizes[-1]} runs (x{sizes[-1] / sizes[0]:.0f}); linear means equal cost per run:"
+        )
         for name in ("load_runs", "histories cold", "histories warm"):
             small, large = (results[size][name] / size for size in (sizes[0], sizes[-1]))
             print(f"  {name:28s} cost per run x{large / small:.2f}")
@@ -293,7 +322,11 @@ def print_report(results: dict, mlflow: dict | None, args) -> None:
 def import_seconds() -> float:
     code = "import time; t = time.perf_counter(); import ginlab.analysis; print(time.perf_counter() - t)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout)
+    return float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        ).stdout
+    )
 
 
 if __name__ == "__main__":

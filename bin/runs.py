@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 from rich.console import Console
@@ -25,13 +25,19 @@ from rich.text import Text
 
 from ginlab.analysis import RunFolderError, load_histories, load_runs
 
-STATUS_STYLES = {"running": "green", "stale": "yellow", "finished": "blue", "failed": "red", "interrupted": "magenta"}
+STATUS_STYLES = {
+    "running": "green",
+    "stale": "yellow",
+    "finished": "blue",
+    "failed": "red",
+    "interrupted": "magenta",
+}
 SORT_KEYS = ("name", "status", "progress", "best", "age")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
-    console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160)))
+    console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
     try:
         where = args.folders[0] if len(args.folders) == 1 else args.folders
         runs = load_runs(where, select=parse_filters(args.filter) or None, on_error="ignore")
@@ -44,13 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         wanted = args.status.split(",")
         unknown = sorted(set(wanted) - set(STATUS_STYLES))
         if unknown:
-            print(f"runs.py: unknown status {', '.join(unknown)}; statuses are {', '.join(STATUS_STYLES)}", file=sys.stderr)
+            print(
+                f"runs.py: unknown status {', '.join(unknown)}; statuses are {', '.join(STATUS_STYLES)}",
+                file=sys.stderr,
+            )
             return 2
         runs = runs[runs["status"].isin(wanted)]
     runs = runs.assign(
         best=best_values(runs, metric, mode),
         age=age_seconds(runs),
-        progress=runs["epochs"] / runs.get("training_loop.n_epochs", pd.Series(float("nan"), index=runs.index)),
+        progress=runs["epochs"]
+        / runs.get("training_loop.n_epochs", pd.Series(float("nan"), index=runs.index)),
     )
     ascending = args.sort not in ("best", "progress") or (args.sort == "best" and mode == "min")
     runs = runs.sort_values(args.sort, ascending=ascending != args.reverse, na_position="last", kind="stable")
@@ -65,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_arguments(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folders", nargs="*", metavar="FOLDER",
                         default=[os.environ.get("RESULTS_DIR", "results")],
                         help="run folders, folders of runs or globs (default: $RESULTS_DIR or ./results)")  # fmt: skip
@@ -78,7 +90,9 @@ def parse_arguments(argv):
     parser.add_argument("-c", "--column", dest="columns", action="append", default=[], metavar="NAME",
                         help="also show this config value or load_runs column, e.g. CNN.width or test/test_acc")  # fmt: skip
     parser.add_argument("--metric", help="the metric whose best value is shown (default: the monitored one)")
-    parser.add_argument("--mode", choices=("min", "max"), help="whether lower or higher is better for --metric")
+    parser.add_argument(
+        "--mode", choices=("min", "max"), help="whether lower or higher is better for --metric"
+    )
     parser.add_argument("-n", "--limit", type=int, help="show at most this many runs")
     return parser.parse_args(argv)
 
@@ -101,7 +115,9 @@ def parse_filters(filters: list[str]) -> dict:
     }
 
 
-def monitored_metric(runs: pd.DataFrame, metric: str | None, mode: str | None) -> tuple[str | None, str | None]:
+def monitored_metric(
+    runs: pd.DataFrame, metric: str | None, mode: str | None
+) -> tuple[str | None, str | None]:
     """The metric to show the best of: --metric, else the one most runs monitor; and min or max."""
     monitors = Counter(zip(runs["monitor"].dropna(), runs["mode"].fillna(""))) if len(runs) else Counter()
     if metric is None and monitors:
@@ -132,7 +148,7 @@ def best_values(runs: pd.DataFrame, metric: str | None, mode: str | None) -> pd.
 
 def age_seconds(runs: pd.DataFrame) -> pd.Series:
     """Seconds since each run last showed life: its last heartbeat while running, else its end."""
-    now = pd.Timestamp(datetime.now(timezone.utc))
+    now = pd.Timestamp(datetime.now(UTC))
     active = runs["status"].isin(["running", "stale"])
     last = runs["heartbeat"].where(active, runs["end"].fillna(runs["heartbeat"]))
     return (now - last).dt.total_seconds()

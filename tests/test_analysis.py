@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +16,16 @@ from ginlab.analysis import (
     RunFolderError,
     UnreadableRunsWarning,
     effective_status,
+    jsonl,
     load_C,
     load_H,
     load_HC,
     load_histories,
     load_runs,
 )
-from ginlab.analysis import jsonl
 from ginlab.analysis.cache import FILE_NAME, FOLDER_NAME
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def iso(time: datetime) -> str:
@@ -86,13 +86,20 @@ def write_run(
         "cwd": "/home/me/ginlab",
         "versions": {"python": "3.11.7", "ginlab": "0.1.0"},
         "git": {"commit": "3f2c", "branch": "main", "dirty": False, "diff": None},
-        "error": {"type": "ValueError", "message": "loss is nan", "traceback": "..."} if status == "failed" else None,
+        "error": {"type": "ValueError", "message": "loss is nan", "traceback": "..."}
+        if status == "failed"
+        else None,
         "exit_code": 1 if status == "failed" else (0 if status == "finished" else None),
         "reloads": [],
     }
     if format_version is None:
         del meta["format_version"]
-    config = {"training_loop.n_epochs": n_epochs, "Adam.lr": lr, "CNN.channels": [16, 32], "data.name": "digits"}
+    config = {
+        "training_loop.n_epochs": n_epochs,
+        "Adam.lr": lr,
+        "CNN.channels": [16, 32],
+        "data.name": "digits",
+    }
     config.update(extra_config or {})
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     (folder / "config.json").write_text(json.dumps(config))
@@ -107,7 +114,9 @@ def write_run(
     (folder / "configs").mkdir()
     lines = "".join(json.dumps(history_record(epoch, lr)) + "\n" for epoch in range(epochs))
     (folder / "history.jsonl").write_text(lines + (partial_line or ""))
-    (folder / "steps.jsonl").write_text(json.dumps({"step": 50, "epoch": 1, "time": 1.9, "train_loss": 0.5}) + "\n")
+    (folder / "steps.jsonl").write_text(
+        json.dumps({"step": 50, "epoch": 1, "time": 1.9, "train_loss": 0.5}) + "\n"
+    )
     if status == "finished":
         best = max(range(epochs), key=lambda epoch: history_record(epoch)["val_acc"])
         last = history_record(epochs - 1, lr)
@@ -125,9 +134,16 @@ def write_run(
         (folder / "summary.json").write_text(json.dumps(summary))
         if evaluations:
             (folder / "evaluations").mkdir()
-            evaluation = {"checkpoint": "best", "split": "test", "metrics": {"test_acc": 0.981}, "time": iso(NOW)}
+            evaluation = {
+                "checkpoint": "best",
+                "split": "test",
+                "metrics": {"test_acc": 0.981},
+                "time": iso(NOW),
+            }
             (folder / "evaluations" / "best-test.json").write_text(json.dumps(evaluation))
-            (folder / "evaluations" / "best-test.predictions.csv").write_text("index,label,prediction\n0,1,1\n")
+            (folder / "evaluations" / "best-test.predictions.csv").write_text(
+                "index,label,prediction\n0,1,1\n"
+            )
     return folder
 
 
@@ -144,7 +160,9 @@ def sweep(tmp_path):
     root = tmp_path / "sweep"
     write_run(root / "lr-0.001", lr=0.001)
     write_run(root / "lr-0.01", lr=0.01, n_epochs=4)
-    write_run(root / "running", status="running", lr=0.003, heartbeat_age=5, partial_line='{"epoch": 3, "step": 1')
+    write_run(
+        root / "running", status="running", lr=0.003, heartbeat_age=5, partial_line='{"epoch": 3, "step": 1'
+    )
     write_run(root / "stale", status="running", lr=0.03, heartbeat_age=900, partial_line='{"epoch": 3, "st')
     write_run(root / "failed", status="failed", lr=0.1, epochs=2)
     return root
@@ -248,7 +266,9 @@ def test_not_a_run_folder_says_what_is_missing(tmp_path):
         load_H(tmp_path / "nowhere")
     run = write_run(tmp_path / "runs" / "a")
     (run / "meta.json").unlink()
-    with pytest.raises(RunFolderError, match=r"meta.json is missing \(it has config.json, config.gin, history"):
+    with pytest.raises(
+        RunFolderError, match=r"meta.json is missing \(it has config.json, config.gin, history"
+    ):
         load_C(run)
     write_run(tmp_path / "runs" / "b")
     with pytest.raises(RunFolderError, match=r"holds 1 run folders \(b\): use load_runs\(\)"):
@@ -260,7 +280,9 @@ def test_not_a_run_folder_says_what_is_missing(tmp_path):
 
 def test_format_versions_newer_or_missing_are_refused_naming_the_versions(tmp_path):
     newer = write_run(tmp_path / "newer", format_version=2)
-    with pytest.raises(RunFolderError, match=r"format_version 2 is newer than this ginlab reads \(1\); upgrade"):
+    with pytest.raises(
+        RunFolderError, match=r"format_version 2 is newer than this ginlab reads \(1\); upgrade"
+    ):
         load_H(newer)
     older = write_run(tmp_path / "older", format_version=None)
     with pytest.raises(RunFolderError, match="meta.json has no format_version.*reads format_version 1"):
@@ -277,7 +299,7 @@ def test_effective_status_turns_an_old_heartbeat_into_stale():
     assert effective_status(meta("finished", 10_000), NOW) == "finished"
     assert effective_status(meta("failed", 10_000), NOW) == "failed"
     assert effective_status({"status": "running", "heartbeat": "2026-11-23T15:00:00"},
-                            datetime(2026, 11, 23, 15, 4, tzinfo=timezone.utc)) == "running"  # fmt: skip
+                            datetime(2026, 11, 23, 15, 4, tzinfo=UTC)) == "running"  # fmt: skip
 
 
 # -- many runs -------------------------------------------------------------------------------------------
@@ -294,12 +316,16 @@ def test_load_runs_gives_one_row_per_run_with_status_config_and_metrics(sweep):
     assert runs.loc["lr-0.01", "Adam.lr"] == 0.01 and runs.loc["lr-0.01", "training_loop.n_epochs"] == 4
     assert runs.loc["lr-0.001", "CNN.channels"] == [16, 32]
     finished = runs.loc["lr-0.001"]
-    assert finished["final/val_acc"] == pytest.approx(0.66) and finished["best/val_acc"] == pytest.approx(0.66)
+    assert finished["final/val_acc"] == pytest.approx(0.66) and finished["best/val_acc"] == pytest.approx(
+        0.66
+    )
     assert finished["best/epoch"] == 4 and finished["test/test_acc"] == 0.983
     assert finished["eval/best-test/test_acc"] == 0.981
     assert finished["monitor"] == "val_acc" and finished["mode"] == "max"
     # No summary yet: final metrics come from the last complete history line, never the cut one.
-    assert runs.loc["running", "final/epoch"] == 2 and runs.loc["running", "final/val_acc"] == pytest.approx(0.58)
+    assert runs.loc["running", "final/epoch"] == 2 and runs.loc["running", "final/val_acc"] == pytest.approx(
+        0.58
+    )
     assert pd.isna(runs.loc["running", "best/val_acc"])
     assert runs.loc["failed", "error"] == "ValueError: loss is nan"
     assert runs.loc["lr-0.001", "run"] == str(sweep / "lr-0.001")
@@ -375,7 +401,9 @@ def test_load_histories_keeps_wanted_metrics_and_selected_runs(sweep):
     runs = load_runs(sweep)
     H = load_histories(runs[runs["status"] == "stale"], metrics="lr")
     assert list(H.columns) == ["run", "epoch", "step", "time", "lr"] and (H["lr"] == 0.03).all()
-    with pytest.raises(KeyError, match="metric 'val_acc5' is in no run's history; the histories have: train_loss"):
+    with pytest.raises(
+        KeyError, match="metric 'val_acc5' is in no run's history; the histories have: train_loss"
+    ):
         load_histories(sweep, metrics="val_acc5")
 
 
@@ -398,7 +426,9 @@ def test_load_histories_cache_notices_appended_rewritten_new_and_removed_runs(sw
     write_run(sweep / "new", lr=0.5, epochs=1, status="running")
     os.rename(sweep / "failed", sweep.parent / "failed-elsewhere")
     H = load_histories(sweep)
-    assert sorted(read) == sorted(str(sweep / name / "history.jsonl") for name in ("running", "lr-0.01", "new"))
+    assert sorted(read) == sorted(
+        str(sweep / name / "history.jsonl") for name in ("running", "lr-0.01", "new")
+    )
     counts = H.groupby("run", observed=True).size()
     assert counts.to_dict() == {str(sweep / name): count for name, count in
                                 [("lr-0.001", 5), ("lr-0.01", 2), ("new", 1), ("running", 5), ("stale", 3)]}  # fmt: skip
@@ -408,7 +438,9 @@ def test_load_histories_cache_notices_appended_rewritten_new_and_removed_runs(sw
         pd.testing.assert_frame_equal(part.drop(columns="run").reset_index(drop=True), reference_history(run))
 
 
-def test_load_histories_cache_goes_to_xdg_cache_home_when_the_folder_cannot_be_written(sweep, tmp_path, monkeypatch):
+def test_load_histories_cache_goes_to_xdg_cache_home_when_the_folder_cannot_be_written(
+    sweep, tmp_path, monkeypatch
+):
     (sweep / FOLDER_NAME).write_text("a file where the cache folder would go")  # makedirs fails, even as root
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     expected = load_histories(sweep, cache=False)
@@ -444,11 +476,18 @@ def test_fast_many_file_path_gives_the_rows_of_the_plain_reader(tmp_path, monkey
     monkeypatch.setattr(jsonl, "CHUNK_BYTES", 600)  # several chunks
     contents = {
         "plain": [history_record(epoch) for epoch in range(4)],
-        "ints-then-floats": [{"epoch": 0, "step": 1, "time": 1, "val_acc": 1}, {"epoch": 1, "step": 2, "time": 2.5,
-                             "val_acc": 0.5}],  # fmt: skip
-        "nan-and-infinity": [{"epoch": 0, "step": 1, "time": 1.0, "val_loss": float("nan")},
-                             {"epoch": 1, "step": 2, "time": 2.0, "val_loss": float("inf")}],  # fmt: skip
-        "new-key": [{"epoch": 0, "step": 1, "time": 1.0}, {"epoch": 1, "step": 2, "time": 2.0, "val_f1": 0.3}],
+        "ints-then-floats": [
+            {"epoch": 0, "step": 1, "time": 1, "val_acc": 1},
+            {"epoch": 1, "step": 2, "time": 2.5, "val_acc": 0.5},
+        ],
+        "nan-and-infinity": [
+            {"epoch": 0, "step": 1, "time": 1.0, "val_loss": float("nan")},
+            {"epoch": 1, "step": 2, "time": 2.0, "val_loss": float("inf")},
+        ],
+        "new-key": [
+            {"epoch": 0, "step": 1, "time": 1.0},
+            {"epoch": 1, "step": 2, "time": 2.0, "val_f1": 0.3},
+        ],
     }
     paths = []
     for name, records in contents.items():
@@ -456,7 +495,11 @@ def test_fast_many_file_path_gives_the_rows_of_the_plain_reader(tmp_path, monkey
         Path(paths[-1]).write_text("".join(json.dumps(record) + "\n" for record in records))
     (tmp_path / "blank-line.jsonl").write_text('{"epoch": 0, "step": 1}\n\n{"epoch": 1, "step": 2}\n{"epo')
     (tmp_path / "two-on-a-line.jsonl").write_text('{"epoch": 0}{"epoch": 1}\n{"epoch": 2}\n')
-    paths += [str(tmp_path / "blank-line.jsonl"), str(tmp_path / "missing.jsonl"), str(tmp_path / "two-on-a-line.jsonl")]
+    paths += [
+        str(tmp_path / "blank-line.jsonl"),
+        str(tmp_path / "missing.jsonl"),
+        str(tmp_path / "two-on-a-line.jsonl"),
+    ]
     tables = jsonl.read_tables(paths)
     assert tables.counts == [4, 2, 2, 2, 2, 0, 0]
     assert list(tables.errors) == [str(tmp_path / "two-on-a-line.jsonl")]
@@ -473,7 +516,9 @@ def test_fast_many_file_path_gives_the_rows_of_the_plain_reader(tmp_path, monkey
 def test_read_last_record_reads_only_the_tail_and_skips_a_cut_line(tmp_path, monkeypatch):
     monkeypatch.setattr(jsonl, "TAIL_BYTES", 16)
     path = tmp_path / "history.jsonl"
-    path.write_text(json.dumps(history_record(0)) + "\n" + json.dumps(history_record(1)) + "\n" + '{"epoch": 2, "s')
+    path.write_text(
+        json.dumps(history_record(0)) + "\n" + json.dumps(history_record(1)) + "\n" + '{"epoch": 2, "s'
+    )
     assert jsonl.read_last_record(path) == history_record(1)
     path.write_text(json.dumps(history_record(0)) + "\n")
     assert jsonl.read_last_record(path) == history_record(0)

@@ -1,5 +1,6 @@
 """Tests of bin/runs.py, run as a program on run folders written per docs/run-folder.md."""
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -7,16 +8,38 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_analysis import write_run
 
 ROOT = Path(__file__).parents[1]
 
 
 def runs_py(*args) -> subprocess.CompletedProcess:
+    """bin/runs.py run as a program."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, str(ROOT / "bin" / "runs.py"), *map(str, args)],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+    command = [sys.executable, str(ROOT / "bin" / "runs.py"), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+
+def load_program():
+    """bin/runs.py as a module, to call its main() in this process (faster than a new process)."""
+    spec = importlib.util.spec_from_file_location("runs_program", ROOT / "bin" / "runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_main(capsys, monkeypatch):
+    """Call runs.py's main(argv); gives (exit code, stdout, stderr)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    program = load_program()
+
+    def call(*args):
+        code = program.main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call
 
 
 def table_rows(output: str) -> dict[str, list[str]]:
@@ -34,12 +57,19 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli") / "sweep"
     write_run(root / "lr-0.001", lr=0.001)
     write_run(root / "lr-0.01", lr=0.01, n_epochs=4)
-    write_run(root / "running", status="running", lr=0.003, heartbeat_age=5, partial_line='{"epoch": 3, "step": 1')
+    write_run(
+        root / "running", status="running", lr=0.003, heartbeat_age=5, partial_line='{"epoch": 3, "step": 1'
+    )
     write_run(root / "stale", status="running", lr=0.03, heartbeat_age=900)
     write_run(root / "failed", status="failed", lr=0.1, epochs=2)
     (root / "no-meta").mkdir()
     (root / "no-meta" / "config.json").write_text("{}")
     return root
+
+
+def test_is_an_executable_python_program():
+    program = ROOT / "bin" / "runs.py"
+    assert os.access(program, os.X_OK) and program.read_text().startswith("#!/usr/bin/env python3\n")
 
 
 def test_lists_status_progress_best_and_age_of_every_run(sweep):
@@ -57,22 +87,22 @@ def test_lists_status_progress_best_and_age_of_every_run(sweep):
     assert f"unreadable: {sweep / 'no-meta'}: meta.json is missing (it has config.json)" in result.stdout
 
 
-def test_sorts_filters_and_shows_config_columns(sweep):
-    result = runs_py(sweep, "--sort", "best", "-c", "Adam.lr", "--status", "finished,failed")
-    assert list(table_rows(result.stdout)) == ["lr-0.001", "lr-0.01", "failed"]
-    assert table_rows(result.stdout)["lr-0.01"][-1] == "0.01"
-    result = runs_py(sweep, "--sort", "age", "--reverse", "-f", "Adam.lr=0.03", "-f", "Adam.lr=0.003")
-    assert list(table_rows(result.stdout)) == ["stale", "running"]
-    result = runs_py(sweep, "--metric", "val_loss", "-n", "1", "--sort", "best")
-    rows = table_rows(result.stdout)
-    assert "val_loss (min)" in result.stdout
+def test_sorts_filters_and_shows_config_columns(sweep, run_main):
+    code, out, _ = run_main(sweep, "--sort", "best", "-c", "Adam.lr", "--status", "finished,failed")
+    assert code == 0 and list(table_rows(out)) == ["lr-0.001", "lr-0.01", "failed"]
+    assert table_rows(out)["lr-0.01"][-1] == "0.01"
+    _, out, _ = run_main(sweep, "--sort", "age", "--reverse", "-f", "Adam.lr=0.03", "-f", "Adam.lr=0.003")
+    assert list(table_rows(out)) == ["stale", "running"]
+    _, out, _ = run_main(sweep, "--metric", "val_loss", "-n", "1", "--sort", "best")
+    rows = table_rows(out)
+    assert "val_loss (min)" in out
     assert list(rows) == ["lr-0.001"] and rows["lr-0.001"][2] == "0.2"
 
 
-def test_bad_folder_or_filter_exits_with_a_message(sweep):
+def test_bad_folder_filter_or_status_exits_with_a_message(sweep, run_main):
     result = runs_py(sweep / "nowhere")
     assert result.returncode == 2 and "nowhere: no such run folder or folder of runs" in result.stderr
-    result = runs_py(sweep, "-f", "Adam.lrr=0.1")
-    assert result.returncode == 2 and "close names: Adam.lr" in result.stderr
-    result = runs_py(sweep, "--status", "runing")
-    assert result.returncode == 2 and "unknown status runing; statuses are running, stale, finished" in result.stderr
+    code, _, err = run_main(sweep, "-f", "Adam.lrr=0.1")
+    assert code == 2 and "close names: Adam.lr" in err
+    code, _, err = run_main(sweep, "--status", "runing")
+    assert code == 2 and "unknown status runing; statuses are running, stale, finished" in err

@@ -63,7 +63,9 @@ def _expand(where) -> list[str]:
     if isinstance(where, (str, os.PathLike)):
         where = [where]
     if not isinstance(where, Iterable):
-        raise TypeError(f"where must be a path, a glob, a list of paths or a frame with a run column, not {where!r}")
+        raise TypeError(
+            f"where must be a path, a glob, a list of paths or a frame with a run column, not {where!r}"
+        )
     paths = []
     for item in where:
         text = os.fspath(item)
@@ -91,7 +93,7 @@ def _walk(folder: str, found: Found, seen: set[str], visited: set[tuple[int, int
         if (info.st_dev, info.st_ino) in visited:  # a symbolic link back up the tree
             return
         visited.add((info.st_dev, info.st_ino))
-        entries = sorted((entry.name for entry in os.scandir(folder) if entry.is_dir()))
+        entries = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     except OSError as error:
         found.problems[folder] = f"{folder}: cannot be listed ({error.strerror})"
         return

@@ -154,7 +154,9 @@ def read_tables(paths: list[str]) -> Tables:
     errors: dict[str, str] = {}
     tables: list[pa.Table] = []
     with ThreadPoolExecutor(max_workers=1) as pool:
-        parsing = [(chunk, pool.submit(_parse, b"".join(data for _, data, _ in chunk))) for chunk in _chunks(paths)]
+        parsing = [
+            (chunk, pool.submit(_parse, b"".join(data for _, data, _ in chunk))) for chunk in _chunks(paths)
+        ]
         for chunk, future in parsing:
             tables += _vouch_or_reread(chunk, future.result(), paths, counts, errors)
     return Tables(_concat(tables), counts, errors)

@@ -14,7 +14,7 @@ import fnmatch
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,7 @@ def load_runs(
         KeyError: `select` names a config value that no run has.
     """
     found = find_runs(where)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows, config_keys, seen_keys = [], {}, set()
     for run in found.runs:
         try:
@@ -134,54 +134,56 @@ def load_histories(
     """
     found = find_runs(where)
     runs = _select_runs(found, select) if select is not None else found.runs
+    store = HistoryCache(found.root) if cache else None
+    try:
+        table, wanted, counts = _read_histories(found, runs, store)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # e.g. a metric that is a number here, text there
+        if store is not None:  # perhaps only against the cached rows: try once more without them
+            return load_histories(where, metrics, select, cache=False, on_error=on_error)
+        raise RunFolderError(f"the histories under {found.root} cannot be combined: {error}") from None
+    frame = history_frame(_drop_empty_columns(table))
+    frame = _keep_metrics(frame, metrics)
+    codes = np.repeat(np.arange(len(wanted)), counts)
+    frame.insert(0, "run", pd.Categorical.from_codes(codes, categories=pd.Index(wanted)))
+    return _report(frame, found, on_error, where)
+
+
+def _read_histories(found: Found, runs: list[str], store: HistoryCache | None):
+    """The wanted runs' history rows (one run after the other), those runs, and their numbers of rows.
+
+    Rows come from the cache where a run's history.jsonl is unchanged, else from the file; runs that
+    cannot be read are added to found.problems and left out. The cache is updated when anything was read.
+    """
     relative = [found.name(run) for run in runs]
     keys = [file_key(os.path.join(run, "history.jsonl")) for run in runs]
-    store = HistoryCache(found.root) if cache else None
     cached_table, entries = store.load() if store else (None, {})
-
     fresh = [i for i, (name, key) in enumerate(zip(relative, keys)) if entries.get(name, [])[:2] != list(key)]
     readable = [i for i in fresh if _check_meta(runs[i], found)]
-    try:
-        tables = jsonl.read_tables([os.path.join(runs[i], "history.jsonl") for i in readable])
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # e.g. a metric that is a number here, text there
-        raise RunFolderError(f"the histories under {found.root} cannot be combined: {error}") from None
-    for i, count in zip(readable, tables.counts):
-        path = os.path.join(runs[i], "history.jsonl")
+    paths = [os.path.join(runs[i], "history.jsonl") for i in readable]
+    tables = jsonl.read_tables(paths)
+    for i, path in zip(readable, paths):
         if path in tables.errors:
             found.problems[runs[i]] = tables.errors[path]
     fresh_rows = dict(zip(readable, _starts_and_counts(tables.counts)))
 
-    # Rows of each wanted run in `combined` (the cached rows, then the fresh ones).
-    try:
-        combined = _concat([cached_table, tables.table])
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        if cached_table is None:
-            raise RunFolderError(f"the histories under {found.root} cannot be combined: {error}") from None
-        # A column changed type against the cached rows: read everything again, without the cache.
-        return load_histories(where, metrics, select, cache=False, on_error=on_error)
+    # Where each wanted run's rows are in `combined`: the cached rows, then the fresh ones.
+    combined = _concat([cached_table, tables.table])
     offset = cached_table.num_rows if cached_table is not None else 0
     wanted, starts, counts = [], [], []
     for i, name in enumerate(relative):
         if runs[i] in found.problems:
             continue
-        if i in fresh_rows:
-            start, count = fresh_rows[i]
-            start += offset
-        else:
-            start, count = entries[name][2:4]
+        start, count = (
+            (fresh_rows[i][0] + offset, fresh_rows[i][1]) if i in fresh_rows else entries[name][2:4]
+        )
         wanted.append(i)
         starts.append(start)
         counts.append(count)
     table = _take(combined, starts, counts)
-
     if store is not None and fresh:
         _update_cache(store, table, [relative[i] for i in wanted], [keys[i] for i in wanted], counts,
                       combined, entries, set(relative))  # fmt: skip
-    frame = history_frame(_drop_empty_columns(table))
-    frame = _keep_metrics(frame, metrics)
-    codes = np.repeat(np.arange(len(wanted)), counts)
-    frame.insert(0, "run", pd.Categorical.from_codes(codes, categories=pd.Index([runs[i] for i in wanted])))
-    return _report(frame, found, on_error, where)
+    return table, [runs[i] for i in wanted], counts
 
 
 def _run_row(run, found: Found, select, now, stale_after, config_keys, seen_keys) -> dict | None:
@@ -204,7 +206,9 @@ def _run_row(run, found: Found, select, now, stale_after, config_keys, seen_keys
         "run": run,
         "name": found.name(run),
         "status": status,
-        "epochs": last["epoch"] + 1 if last and isinstance(last.get("epoch"), int) else summary.get("epochs", 0),
+        "epochs": last["epoch"] + 1
+        if last and isinstance(last.get("epoch"), int)
+        else summary.get("epochs", 0),
         "steps": last.get("step") if last else summary.get("steps"),
         "time": last.get("time") if last else summary.get("time"),
         "start": meta.get("started"),
@@ -311,7 +315,9 @@ def _take(table: pa.Table, starts: list[int], counts: list[int]) -> pa.Table:
         return table
     counts_array = np.asarray(counts, dtype=np.int64)
     out_starts = np.cumsum(counts_array) - counts_array
-    indices = np.arange(total, dtype=np.int64) + np.repeat(np.asarray(starts, dtype=np.int64) - out_starts, counts_array)
+    indices = np.arange(total, dtype=np.int64) + np.repeat(
+        np.asarray(starts, dtype=np.int64) - out_starts, counts_array
+    )
     return table.take(pa.array(indices))
 
 
@@ -359,7 +365,9 @@ def _keep_metrics(frame: pd.DataFrame, metrics) -> pd.DataFrame:
     for pattern in patterns:
         matched = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
         if not matched and len(frame):
-            raise KeyError(f"metric {pattern!r} is in no run's history; the histories have: {', '.join(available)}")
+            raise KeyError(
+                f"metric {pattern!r} is in no run's history; the histories have: {', '.join(available)}"
+            )
         kept += [name for name in matched if name not in kept]
     return frame[[name for name in HISTORY_INDEX if name in frame.columns] + kept]
 
@@ -373,12 +381,16 @@ def _report(frame: pd.DataFrame, found: Found, on_error: str, where) -> pd.DataF
     problems = found.problems
     frame.attrs["unreadable"] = dict(problems)
     if not found.runs and not problems and isinstance(where, (str, os.PathLike)):
-        warnings.warn(f"no run folders (folders with a meta.json) found in {os.fspath(where)!r}", stacklevel=3)
+        warnings.warn(
+            f"no run folders (folders with a meta.json) found in {os.fspath(where)!r}", stacklevel=3
+        )
     if not problems or on_error == "ignore":
         return frame
     listed = list(problems.values())[:MAX_LISTED]
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-    message = f"{len(problems)} run folder(s) could not be read and were left out:\n  " + "\n  ".join(listed) + more
+    message = (
+        f"{len(problems)} run folder(s) could not be read and were left out:\n  " + "\n  ".join(listed) + more
+    )
     if on_error == "raise":
         raise RunFolderError(message)
     warnings.warn(UnreadableRunsWarning(message), stacklevel=3)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,9 @@ def load_C(run: Run) -> dict[str, Any]:
     load_meta(run)
     config = load_config(run)
     if config is None:
-        raise RunFolderError(f"{run}: has neither config.json nor config.gin, so its configuration is unknown")
+        raise RunFolderError(
+            f"{run}: has neither config.json nor config.gin, so its configuration is unknown"
+        )
     return config
 
 
@@ -110,7 +112,9 @@ def check_format_version(meta: dict[str, Any], run: Run) -> None:
     if version is None:
         problem = "meta.json has no format_version (it was not written by a ginlab run-folder writer)"
     elif isinstance(version, int) and version > max(KNOWN_FORMAT_VERSIONS):
-        problem = f"run folder format_version {version} is newer than this ginlab reads ({known}); upgrade ginlab"
+        problem = (
+            f"run folder format_version {version} is newer than this ginlab reads ({known}); upgrade ginlab"
+        )
     else:
         problem = f"unknown run folder format_version {version!r}"
     raise RunFolderError(f"{run}: {problem}. This ginlab reads format_version {known}.")
@@ -184,7 +188,7 @@ def effective_status(
     beat = parse_time(meta.get("heartbeat")) or parse_time(meta.get("started"))
     if beat is None:
         return "running"
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return "stale" if (now - beat).total_seconds() > stale_after else "running"
 
 
@@ -196,7 +200,7 @@ def parse_time(text: Any) -> datetime | None:
         time = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return time if time.tzinfo else time.replace(tzinfo=timezone.utc)
+    return time if time.tzinfo else time.replace(tzinfo=UTC)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -222,7 +226,9 @@ def history_frame(table: pa.Table) -> pd.DataFrame:
     frame = table.select(names).to_pandas() if names else pd.DataFrame()
     for name, dtype in zip(HISTORY_INDEX, ("int64", "int64", "float64")):
         if name not in frame.columns:
-            frame.insert(HISTORY_INDEX.index(name), name, pd.Series([], dtype=dtype) if frame.empty else pd.NA)
+            frame.insert(
+                HISTORY_INDEX.index(name), name, pd.Series([], dtype=dtype) if frame.empty else pd.NA
+            )
     return frame
 
 
