@@ -533,3 +533,17 @@ def test_importing_the_loaders_does_not_import_torch_or_lightning():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "[]"
+
+
+EXAMPLE_RUN = Path(__file__).parents[1] / "results" / "example_run"
+
+
+@pytest.mark.skipif(not (EXAMPLE_RUN / "meta.json").is_file(), reason="results/example_run is not there")
+def test_the_committed_example_run_written_by_the_real_writer_loads():
+    from ginlab.analysis.config_gin import parse_config_gin
+
+    C = load_C(EXAMPLE_RUN)
+    assert parse_config_gin((EXAMPLE_RUN / "config.gin").read_text()) == C  # both files say the same
+    pd.testing.assert_frame_equal(load_H(EXAMPLE_RUN), reference_history(EXAMPLE_RUN))
+    run = load_runs(EXAMPLE_RUN).iloc[0]
+    assert run["status"] == "finished" and run["epochs"] == C["training_loop.n_epochs"]
