@@ -6,8 +6,6 @@ then checks one promise on what that left behind: nothing finished was redone, i
 and are complete, the report is right, a changed config is refused by name.
 """
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -33,7 +31,8 @@ def write_experiment(folder: Path, name: str, grid, bindings=(), configs=("confi
     """An experiment main.py like experiments/tune_lr/main.py, with its results in folder/results."""
     folder.mkdir(parents=True, exist_ok=True)
     main = folder / "main.py"
-    main.write_text(textwrap.dedent(f"""\
+    main.write_text(
+        textwrap.dedent(f"""\
         from ginlab.experiments import Experiment, ReportSpec, main
 
         experiment = Experiment(
@@ -43,7 +42,8 @@ def write_experiment(folder: Path, name: str, grid, bindings=(), configs=("confi
             results_dir={str(folder / "results")!r}, root={str(ROOT)!r})
         if __name__ == "__main__":
             main(experiment)
-        """))
+        """)
+    )
     return main
 
 
@@ -51,13 +51,26 @@ def cli(main: Path, *args, timeout=240, path=None) -> subprocess.CompletedProces
     environment = env()
     if path is not None:
         environment["PATH"] = path
-    return subprocess.run([sys.executable, str(main), *args], capture_output=True, text=True, timeout=timeout,
-                          env=environment, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(main), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def start_cli(main: Path, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(main), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env(), cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, str(main), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+    )
 
 
 def wait_for(condition, timeout=120, what="condition"):
@@ -99,9 +112,19 @@ def test_grid_points_are_all_combinations_in_order_with_readable_names():
     assert short == {"torch.optim.Adam.lr": "lr", "training_loop.seed": "seed"}
     assert [point_name(p, short) for p in points] == NAMES
     assert points[1] == {"torch.optim.Adam.lr": 1e-3, "training_loop.seed": 1}
-    assert short_names(["a.x.lr", "b.x.lr", "c.seed"]) == {"a.x.lr": "a.x.lr", "b.x.lr": "b.x.lr", "c.seed": "seed"}
-    assert [format_value(v) for v in (1e-4, 3, "cnn", (8, 16), True, "@torch.optim.SGD")] == \
-        ["0.0001", "3", "'cnn'", "(8, 16)", "True", "@torch.optim.SGD"]
+    assert short_names(["a.x.lr", "b.x.lr", "c.seed"]) == {
+        "a.x.lr": "a.x.lr",
+        "b.x.lr": "b.x.lr",
+        "c.seed": "seed",
+    }
+    assert [format_value(v) for v in (1e-4, 3, "cnn", (8, 16), True, "@torch.optim.SGD")] == [
+        "0.0001",
+        "3",
+        "'cnn'",
+        "(8, 16)",
+        "True",
+        "@torch.optim.SGD",
+    ]
     with pytest.raises(ValueError, match="repeats the point"):
         expand_grid([{"a.b": 1}, {"a.b": 1}])
     with pytest.raises(ValueError, match="'a.b' has no values"):
@@ -128,8 +151,10 @@ def test_prepare_writes_one_config_per_point_and_a_jobs_file_and_is_safe_to_repe
     assert "training_loop.n_epochs = 3\n" in point
     assert "torch.optim.Adam.lr = 0.01\ntraining_loop.seed = 1\n" in point
     jobs = [line for line in (results / "jobs.txt").read_text().splitlines() if not line.startswith("#")]
-    assert jobs[3] == (f"python bin/train.py {results}/runs/lr=0.01_seed=1 configs/toy.gin "
-                       f"{results}/configs/lr=0.01_seed=1.gin")
+    assert jobs[3] == (
+        f"python bin/train.py {results}/runs/lr=0.01_seed=1 configs/toy.gin "
+        f"{results}/configs/lr=0.01_seed=1.gin"
+    )
     prepared = read_json(results / "experiment.json")
     assert [r["name"] for r in prepared["runs"]] == NAMES
     assert prepared["runs"][2]["params"] == {"torch.optim.Adam.lr": 0.01, "training_loop.seed": 0}
@@ -184,8 +209,10 @@ def flow(tmp_path_factory):
 
     # 1. One slot; Ctrl-C (SIGINT to the runner) while the second run trains.
     runner = start_cli(main, "run", "--slots", "1")
-    wait_for(lambda: status_of(runs / NAMES[0]) == "finished" and training_started(runs / NAMES[1]),
-             what="the first run to finish and the second to train")
+    wait_for(
+        lambda: status_of(runs / NAMES[0]) == "finished" and training_started(runs / NAMES[1]),
+        what="the first run to finish and the second to train",
+    )
     record["finished_first"] = tree_snapshot(runs / NAMES[0])
     runner.send_signal(signal.SIGINT)
     record["ctrl_c"] = (runner.wait(timeout=60), runner.stdout.read())
@@ -193,12 +220,17 @@ def flow(tmp_path_factory):
 
     # 2. Two slots; the runner is killed (SIGKILL) while two runs train: its children get SIGTERM from the kernel.
     runner = start_cli(main, "run", "--slots", "2")
-    wait_for(lambda: training_started(runs / NAMES[2]) and status_of(runs / NAMES[1]) == "running",
-             what="the third run to train")
+    wait_for(
+        lambda: training_started(runs / NAMES[2]) and status_of(runs / NAMES[1]) == "running",
+        what="the third run to train",
+    )
     runner.kill()
     record["killed"] = runner.wait(timeout=10)
-    wait_for(lambda: all(live_status(runs / n) != "running" for n in NAMES), timeout=60,
-             what="the orphaned runs to stop")
+    wait_for(
+        lambda: all(live_status(runs / n) != "running" for n in NAMES),
+        timeout=60,
+        what="the orphaned runs to stop",
+    )
     record["after_kill"] = {name: live_status(runs / name) for name in NAMES}
 
     # 3. Again, to the end.
@@ -212,14 +244,21 @@ def test_ctrl_c_stops_the_runs_with_a_checkpoint_and_says_how_to_continue(flow):
     code, output = flow["ctrl_c"]
     assert code == 130, output
     assert "Stopped." in output and "run` continues" in output
-    assert flow["after_ctrl_c"] == {NAMES[0]: "finished", NAMES[1]: "interrupted", NAMES[2]: None, NAMES[3]: None}
+    assert flow["after_ctrl_c"] == {
+        NAMES[0]: "finished",
+        NAMES[1]: "interrupted",
+        NAMES[2]: None,
+        NAMES[3]: None,
+    }
 
 
 def test_a_killed_runner_leaves_its_runs_interrupted_not_running(flow):
     assert flow["killed"] == -signal.SIGKILL
     statuses = flow["after_kill"]
     assert statuses[NAMES[0]] == "finished"
-    assert statuses[NAMES[2]] == "interrupted"  # it was training: SIGTERM via PR_SET_PDEATHSIG, checkpoint, exit 3
+    assert (
+        statuses[NAMES[2]] == "interrupted"
+    )  # it was training: SIGTERM via PR_SET_PDEATHSIG, checkpoint, exit 3
     # The reloaded run was somewhere between start-up and its test phase; it stopped, whichever way.
     assert statuses[NAMES[1]] != "running"
 
@@ -259,7 +298,13 @@ def test_report_tables_figures_and_summary(flow):
     report = flow["runs"].parent / "report"
     runs = pd.read_csv(report / "runs.csv")
     assert list(runs["name"]) == NAMES
-    assert list(runs.columns[:5]) == ["name", "lr", "seed", "status", "epochs"]  # only what varies, then status
+    assert list(runs.columns[:5]) == [
+        "name",
+        "lr",
+        "seed",
+        "status",
+        "epochs",
+    ]  # only what varies, then status
     assert {"final/val_acc", "best/val_acc", "final/val_loss"} <= set(runs.columns)
     summaries = {name: read_json(flow["runs"] / name / "summary.json") for name in NAMES}
     assert list(runs["final/val_acc"]) == pytest.approx([summaries[n]["final"]["val_acc"] for n in NAMES])
@@ -267,13 +312,18 @@ def test_report_tables_figures_and_summary(flow):
     best = pd.read_csv(report / "best.csv")
     assert set(best["lr"]) == {0.001, 0.01} and list(best["n"]) == [2, 2]
     for _, row in best.iterrows():
-        values = pd.Series([summaries[n]["final"]["val_acc"] for n in NAMES if n.startswith(f"lr={row['lr']}_")])
+        values = pd.Series(
+            [summaries[n]["final"]["val_acc"] for n in NAMES if n.startswith(f"lr={row['lr']}_")]
+        )
         assert row["final/val_acc mean"] == pytest.approx(values.mean())
         assert row["final/val_acc std"] == pytest.approx(values.std())
     assert best["final/val_acc mean"].is_monotonic_decreasing  # best first (mode max)
 
     summary = (report / "summary.md").read_text()
-    assert "![Learning curves](curves.png)" in summary and "![Final val_acc against lr](final_vs_lr.png)" in summary
+    assert (
+        "![Learning curves](curves.png)" in summary
+        and "![Final val_acc against lr](final_vs_lr.png)" in summary
+    )
     assert f"lr = {best['lr'][0]}" in summary.split("**Best configuration**")[1].splitlines()[0]
     assert "None: every prepared run finished." in summary
     for png in ("curves.png", "final_vs_lr.png"):
@@ -282,9 +332,14 @@ def test_report_tables_figures_and_summary(flow):
 
 
 def test_a_finished_run_with_another_config_is_refused_by_name(flow, tmp_path):
-    changed = write_experiment(flow["main"].parent, "flow", GRID, ["training_loop.n_epochs = 4", "toy.num_samples = 4096"])
+    changed = write_experiment(
+        flow["main"].parent, "flow", GRID, ["training_loop.n_epochs = 4", "toy.num_samples = 4096"]
+    )
     before = {name: tree_snapshot(flow["runs"] / name) for name in NAMES}
     try:
+        not_prepared = cli(changed, "run")
+        assert not_prepared.returncode == 2
+        assert "grid or bindings changed since `prepare`" in not_prepared.stdout
         prepared = cli(changed, "prepare", "--no-check")
         assert "refused" in prepared.stdout
         result = cli(changed, "run")
@@ -299,7 +354,9 @@ def test_a_finished_run_with_another_config_is_refused_by_name(flow, tmp_path):
 
 
 def test_report_and_status_list_runs_that_are_missing(flow):
-    bigger = write_experiment(flow["main"].parent, "flow", {**GRID, "training_loop.seed": [0, 1, 2]}, BINDINGS)
+    bigger = write_experiment(
+        flow["main"].parent, "flow", {**GRID, "training_loop.seed": [0, 1, 2]}, BINDINGS
+    )
     try:
         assert cli(bigger, "prepare", "--no-check").returncode == 0
         status = cli(bigger, "status")
@@ -328,7 +385,7 @@ def test_a_failing_run_is_retried_once_then_reported_with_its_log(tmp_path):
     assert result.returncode == 1
     log = tmp_path / "results" / "logs" / "lr=0.001_batch_size=0.log"
     assert "retrying" in result.stdout
-    assert f"FAILED lr=0.001_batch_size=0: failed (exit 1): ZeroDivisionError" in result.stdout
+    assert "FAILED lr=0.001_batch_size=0: failed (exit 1): ZeroDivisionError" in result.stdout
     assert str(log) in result.stdout
     attempts = [line for line in log.read_text().splitlines() if " attempt " in line]
     assert len(attempts) == 2 and "attempt 2 (reload)" in attempts[1]
@@ -337,3 +394,14 @@ def test_a_failing_run_is_retried_once_then_reported_with_its_log(tmp_path):
     summary = (tmp_path / "results" / "report" / "summary.md").read_text()
     assert "| lr=0.001_batch_size=0 | failed |" in summary and "ZeroDivisionError" in summary
     assert "No run has finished yet" in summary
+
+
+def test_report_with_a_metric_no_run_has_names_the_metrics_there_are(flow, tmp_path):
+    main = flow["main"]
+    text = main.read_text().replace('metric="val_acc"', 'metric="val_accuracy"')
+    other = main.parent / "other_metric.py"
+    other.write_text(text)
+    result = cli(other, "report")
+    assert result.returncode == 2
+    assert "The report's metric 'val_accuracy' is in no run's summary" in result.stdout
+    assert "val_acc" in result.stdout.split("Metrics there:")[1]

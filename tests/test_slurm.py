@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, env, read_json, read_jsonl
@@ -27,7 +28,9 @@ def cluster_problem() -> str | None:
     if shutil.which("sbatch") is None:
         return "sbatch not found: install and start the dev cluster with `sudo bin/slurm-dev-cluster start`"
     try:
-        result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False
+        )
     except subprocess.TimeoutExpired:
         return "the SLURM controller does not answer (sinfo timed out): `sudo bin/slurm-dev-cluster start`"
     states = result.stdout.split()
@@ -47,7 +50,9 @@ def cluster():
 
 
 def squeue(*args) -> list[list[str]]:
-    out = subprocess.run(["squeue", "-h", "-r", *args], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-r", *args], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
     return [line.split("|") for line in out.splitlines() if line.strip()]
 
 
@@ -86,8 +91,11 @@ def requeued(tmp_path_factory):
     job_id = job_of(array_id, 0)[0]
     # What --signal=B:USR1@N does before the time limit: signal the batch script (not only the steps).
     subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], check=True, timeout=30)
-    wait_for(lambda: (job_of(array_id, 0) or [None, None, None])[2] == "BeginTime", timeout=60,
-             what="the job to be requeued")
+    wait_for(
+        lambda: (job_of(array_id, 0) or [None, None, None])[2] == "BeginTime",
+        timeout=60,
+        what="the job to be requeued",
+    )
     # A plain requeue waits ~120 s. Releasing it within the second of its end makes slurmd refuse the
     # launch ("Job ... already killed"), so wait 2 s first.
     time.sleep(2)
@@ -98,12 +106,31 @@ def requeued(tmp_path_factory):
     # The same run, uninterrupted, on the local machine, with the same number of torch threads.
     reference = folder / "reference"
     environment = {**env(), "OMP_NUM_THREADS": "1"}
-    local = subprocess.run([sys.executable, "bin/train.py", str(reference), "configs/toy.gin",
-                            str(results / "configs" / "seed=0.gin")], cwd=ROOT, env=environment,
-                           capture_output=True, text=True, timeout=120)
+    local = subprocess.run(
+        [
+            sys.executable,
+            "bin/train.py",
+            str(reference),
+            "configs/toy.gin",
+            str(results / "configs" / "seed=0.gin"),
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert local.returncode == 0, local.stdout + local.stderr
-    return {"main": main, "results": results, "code": code, "output": output, "array_id": array_id,
-            "job_id": job_id, "reference": reference}
+    return {
+        "main": main,
+        "results": results,
+        "code": code,
+        "output": output,
+        "array_id": array_id,
+        "job_id": job_id,
+        "reference": reference,
+    }
 
 
 def test_the_signalled_job_checkpoints_requeues_itself_and_finishes(requeued):
@@ -123,7 +150,9 @@ def test_the_signalled_job_checkpoints_requeues_itself_and_finishes(requeued):
 def test_the_requeued_run_ends_exactly_like_an_uninterrupted_local_run(requeued):
     run = requeued["results"] / "runs" / "seed=0"
     reference = requeued["reference"]
-    assert without_time(read_jsonl(run / "history.jsonl")) == without_time(read_jsonl(reference / "history.jsonl"))
+    assert without_time(read_jsonl(run / "history.jsonl")) == without_time(
+        read_jsonl(reference / "history.jsonl")
+    )
     ours, theirs = read_json(run / "summary.json"), read_json(reference / "summary.json")
     for part in ("final", "best", "test"):
         assert without_time([ours[part]]) == without_time([theirs[part]])
@@ -147,15 +176,28 @@ def test_status_names_the_jobs(requeued):
 
 def test_a_cluster_that_does_not_answer_is_reported_with_the_local_alternative(tmp_path):
     conf = tmp_path / "slurm.conf"
-    real = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    real = subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
     path = next(line.split("=", 1)[1].strip() for line in real.splitlines() if line.startswith("SLURM_CONF"))
-    text = open(path).read().replace("SlurmctldHost=", "SlurmctldPort=6899\nMessageTimeout=1\nSlurmctldHost=", 1)
+    text = (
+        Path(path)
+        .read_text()
+        .replace("SlurmctldHost=", "SlurmctldPort=6899\nMessageTimeout=1\nSlurmctldHost=", 1)
+    )
     conf.write_text(text)
     main = write_experiment(tmp_path, "nocluster", GRID, BINDINGS)
     assert cli(main, "prepare", "--no-check").returncode == 0
     environment = {**env(), "SLURM_CONF": str(conf)}
-    result = subprocess.run([sys.executable, str(main), "run", "--backend", "slurm"], capture_output=True,
-                            text=True, timeout=120, env=environment, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(main), "run", "--backend", "slurm"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 2
     assert "Unable to contact slurm controller" in result.stdout
     assert "Is the cluster up?" in result.stdout and "main.py run --backend local" in result.stdout

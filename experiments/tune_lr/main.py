@@ -17,8 +17,14 @@ experiment = Experiment(
         "torch.optim.Adam.lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
         "training_loop.seed": [0, 1, 2],
     },
-    report=ReportSpec(metric="val_acc", mode="max", x="torch.optim.Adam.lr", log_x=True, over="training_loop.seed",
-                      labels={"torch.optim.Adam.lr": "learning rate"}),
+    report=ReportSpec(
+        metric="val_acc",
+        mode="max",
+        x="torch.optim.Adam.lr",
+        log_x=True,
+        over="training_loop.seed",
+        labels={"torch.optim.Adam.lr": "learning rate"},
+    ),
     slurm={"time": "00:20:00", "cpus": 2, "mem": "2G", "signal_seconds": 120},
 )
 

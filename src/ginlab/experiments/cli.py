@@ -13,8 +13,6 @@ Ctrl-C or SIGTERM (running runs wrote checkpoints; `run` again continues).
 
 import argparse
 import dataclasses
-import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -42,34 +40,60 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> None:
 
 def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=program(), description=f"The {experiment.name} experiment: prepare, run, follow and report its grid.",
-        epilog=f"Results: {experiment.paths.base}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=program(),
+        description=f"The {experiment.name} experiment: prepare, run, follow and report its grid.",
+        epilog=f"Results: {experiment.paths.base}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="prepare|run|status|report")
 
     sub = commands.add_parser("prepare", help="check the grid and write one config per run and jobs.txt")
     sub.add_argument("--no-check", action="store_true", help="skip the gin check of every grid point")
     sub.set_defaults(handler=prepare_command)
 
-    sub = commands.add_parser("run", help="run what is not finished (skips finished runs, reloads interrupted ones)")
+    sub = commands.add_parser(
+        "run", help="run what is not finished (skips finished runs, reloads interrupted ones)"
+    )
     sub.add_argument("--backend", choices=["local", "slurm"], default="local")
     sub.add_argument("--retries", type=int, default=1, help="reloads of a failed run before it is reported")
     local = sub.add_argument_group("local backend")
-    local.add_argument("--slots", type=int, default=None, help="runs at a time (default: the number of cores)")
+    local.add_argument(
+        "--slots", type=int, default=None, help="runs at a time (default: the number of cores)"
+    )
     slurm = sub.add_argument_group("SLURM backend (defaults from the experiment's `slurm` settings)")
     defaults = experiment.slurm
     slurm.add_argument("--partition", default=defaults.get("partition"))
     slurm.add_argument("--time", default=defaults.get("time", "01:00:00"), help="time limit of one job")
-    slurm.add_argument("--cpus", type=int, default=defaults.get("cpus", 1), help="CPUs per run (torch threads)")
+    slurm.add_argument(
+        "--cpus", type=int, default=defaults.get("cpus", 1), help="CPUs per run (torch threads)"
+    )
     slurm.add_argument("--gpus", default=defaults.get("gpus"), help="GPUs per run, a count or type:count")
     slurm.add_argument("--mem", default=defaults.get("mem"), help="memory per run, e.g. 8G")
-    slurm.add_argument("--signal-seconds", type=int, default=defaults.get("signal_seconds", 120),
-                       help="SIGUSR1 this long before the time limit: checkpoint and requeue")
-    slurm.add_argument("--max-parallel", type=int, default=defaults.get("max_parallel"),
-                       help="at most this many jobs at once")
-    slurm.add_argument("--sbatch", action="append", default=list(defaults.get("extra", [])), metavar="ARG",
-                       help="one more sbatch argument (may repeat), e.g. --sbatch=--account=myproject")
-    slurm.add_argument("--poll", type=float, default=defaults.get("poll_seconds", 10.0),
-                       help="seconds between two looks at the queue")
+    slurm.add_argument(
+        "--signal-seconds",
+        type=int,
+        default=defaults.get("signal_seconds", 120),
+        help="SIGUSR1 this long before the time limit: checkpoint and requeue",
+    )
+    slurm.add_argument(
+        "--max-parallel",
+        type=int,
+        default=defaults.get("max_parallel"),
+        help="at most this many jobs at once",
+    )
+    slurm.add_argument(
+        "--sbatch",
+        action="append",
+        default=list(defaults.get("extra", [])),
+        metavar="ARG",
+        help="one more sbatch argument (may repeat), e.g. --sbatch=--account=myproject",
+    )
+    slurm.add_argument(
+        "--poll",
+        type=float,
+        default=defaults.get("poll_seconds", 10.0),
+        help="seconds between two looks at the queue",
+    )
     sub.set_defaults(handler=run_command)
 
     sub = commands.add_parser("status", help="what is done, running, failed and left")
@@ -97,8 +121,10 @@ def prepare_command(experiment: Experiment, args) -> int:
     runs = prepare(experiment, check=not args.no_check)
     paths = experiment.paths
     console.print(f"Prepared {len(runs)} runs of {experiment.name} in {paths.base}")
-    console.print(f"  {paths.jobs.name}: one bin/train.py command per run; {paths.configs.name}/: one .gin per run; "
-                  f"{paths.experiment_json.name}: what `run` executes")
+    console.print(
+        f"  {paths.jobs.name}: one bin/train.py command per run; {paths.configs.name}/: one .gin per run; "
+        f"{paths.experiment_json.name}: what `run` executes"
+    )
     states = [inspect_run(run, experiment.root) for run in runs]
     counts = {}
     for state in states:
@@ -111,8 +137,13 @@ def prepare_command(experiment: Experiment, args) -> int:
     return 0
 
 
-WORDS = {"start": "to start", "reload": "to reload (interrupted or failed)", "skip": "finished already",
-         "busy": "running now", "conflict": "refused (run folder made with another config)"}
+WORDS = {
+    "start": "to start",
+    "reload": "to reload (interrupted or failed)",
+    "skip": "finished already",
+    "busy": "running now",
+    "conflict": "refused (run folder made with another config)",
+}
 
 
 # --- run -------------------------------------------------------------------------------------------------------
@@ -121,29 +152,51 @@ WORDS = {"start": "to start", "reload": "to reload (interrupted or failed)", "sk
 def run_command(experiment: Experiment, args) -> int:
     runs = load_prepared(experiment)
     if grid_changed(experiment, runs):
-        raise ExperimentError(f"main.py's grid or bindings changed since `prepare`: run `{program()} prepare` "
-                              "again first (finished runs are kept).")
+        raise ExperimentError(
+            f"main.py's grid or bindings changed since `prepare`: run `{program()} prepare` "
+            "again first (finished runs are kept)."
+        )
     from ginlab.experiments.progress import Progress
 
     if args.backend == "slurm":
         from ginlab.experiments.slurm import SlurmBackend, SlurmOptions
 
-        options = SlurmOptions(partition=args.partition, time=args.time, cpus=args.cpus, gpus=args.gpus,
-                               mem=args.mem, signal_seconds=args.signal_seconds, max_parallel=args.max_parallel,
-                               extra=args.sbatch)
-        backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, options,
-                               retries=args.retries, poll_seconds=args.poll,
-                               progress=Progress(f"{experiment.name} on SLURM", console))
+        options = SlurmOptions(
+            partition=args.partition,
+            time=args.time,
+            cpus=args.cpus,
+            gpus=args.gpus,
+            mem=args.mem,
+            signal_seconds=args.signal_seconds,
+            max_parallel=args.max_parallel,
+            extra=args.sbatch,
+        )
+        backend = SlurmBackend(
+            experiment.name,
+            experiment.root,
+            experiment.paths.slurm,
+            options,
+            retries=args.retries,
+            poll_seconds=args.poll,
+            progress=Progress(f"{experiment.name} on SLURM", console),
+        )
         console.print(f"{experiment.name}: {len(runs)} runs on SLURM ({describe_options(options)})")
         outcomes = backend.run(runs)
         stopped = False
     else:
         from ginlab.experiments.local import LocalRunner
 
-        runner = LocalRunner(experiment.root, experiment.paths.logs, slots=args.slots, retries=args.retries,
-                             progress=Progress(experiment.name, console))
-        console.print(f"{experiment.name}: {len(runs)} runs, {runner.slots} at a time, "
-                      f"{runner.threads} torch thread(s) each; logs in {experiment.paths.logs}")
+        runner = LocalRunner(
+            experiment.root,
+            experiment.paths.logs,
+            slots=args.slots,
+            retries=args.retries,
+            progress=Progress(experiment.name, console),
+        )
+        console.print(
+            f"{experiment.name}: {len(runs)} runs, {runner.slots} at a time, "
+            f"{runner.threads} torch thread(s) each; logs in {experiment.paths.logs}"
+        )
         outcomes = runner.run(runs)
         stopped = runner._stop_requests > 0
     return summarize(experiment, outcomes, stopped)
@@ -160,12 +213,16 @@ def summarize(experiment: Experiment, outcomes, stopped: bool) -> int:
         by_status.setdefault(outcome.status, []).append(outcome)
     console.print(", ".join(f"{len(v)} {k}" for k, v in by_status.items()))
     for outcome in by_status.get("failed", []):
-        console.print(f"[red]failed[/] {outcome.run.name}: {outcome.message}\n    log: {outcome.log}; "
-                      f"run log: {outcome.run.save_dir / 'log.txt'}")
+        console.print(
+            f"[red]failed[/] {outcome.run.name}: {outcome.message}\n    log: {outcome.log}; "
+            f"run log: {outcome.run.save_dir / 'log.txt'}"
+        )
     for outcome in by_status.get("refused", []):
         console.print(f"[red]refused[/] {outcome.run.name}: {outcome.message}")
     if stopped:
-        console.print(f"Stopped. Running runs wrote checkpoints; `{program()} run` continues where this stopped.")
+        console.print(
+            f"Stopped. Running runs wrote checkpoints; `{program()} run` continues where this stopped."
+        )
         return 130
     unfinished = [o for o in outcomes if o.status not in ("finished", "skipped")]
     if unfinished:
@@ -197,18 +254,23 @@ def status_command(experiment: Experiment, args) -> int:
     for run in runs:
         state = inspect_run(run, experiment.root)
         status = state.status if state.action != "conflict" else "refused"
-        job = jobs.get(run.index)
+        job = jobs.get(run.name)
         if job is not None and status not in ("running", "finished"):
             status = "queued" if job.state == "PENDING" else status
         counts[status] = counts.get(status, 0) + 1
         if status == "finished" and not args.all:
             continue
-        label = job.label + f" {job.state}" + (f" ({job.reason})" if job.reason not in ("None", "") else "") \
-            if job else job_labels.get(run.index, "")
+        label = (
+            job.label + f" {job.state}" + (f" ({job.reason})" if job.reason not in ("None", "") else "")
+            if job
+            else job_labels.get(run.name, "")
+        )
         table.add_row(run.name, status, epochs_done(run.save_dir), label, details(experiment, run, state))
     order = ["finished", "running", "queued", "interrupted", "stale", "failed", "refused", "missing"]
     words = {"missing": "left (not started)", "stale": "stale (died silently)"}
-    console.print(", ".join(f"{counts[s]} {words.get(s, s)}" for s in order if s in counts) + f" {cluster_note}")
+    console.print(
+        ", ".join(f"{counts[s]} {words.get(s, s)}" for s in order if s in counts) + f" {cluster_note}"
+    )
     if table.row_count:
         console.print(table)
     return 0 if counts.get("finished", 0) == len(runs) else 1
@@ -245,6 +307,4 @@ def report_command(experiment: Experiment, args) -> int:
     runs = load_prepared(experiment)
     summary = build_report(experiment, runs)
     console.print(f"Report: {summary} (figures and tables beside it)")
-    relative = os.path.relpath(summary)
-    console.print(f"  view it with any Markdown viewer, e.g. {shlex.quote(relative)}")
     return 0

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ginlab.atomic import atomic_write_json, atomic_write_text
@@ -163,8 +163,10 @@ def check_experiment(experiment: Experiment, runs: list[Run]) -> None:
         except ConfigError as error:
             problems.append(f"- grid parameter {name!r}:\n    " + str(error).replace("\n", "\n    "))
     if problems:
-        raise ExperimentError(f"The grid of {experiment.name} is not valid for {', '.join(experiment.configs)}:\n"
-                              + "\n".join(problems))
+        raise ExperimentError(
+            f"The grid of {experiment.name} is not valid for {', '.join(experiment.configs)}:\n"
+            + "\n".join(problems)
+        )
     for run in runs:
         bindings = [*experiment.bindings, *(f"{k} = {format_value(v)}" for k, v in run.params.items())]
         try:
@@ -199,7 +201,7 @@ def prepare(experiment: Experiment, check: bool = True) -> list[Run]:
         paths.experiment_json,
         {
             "name": experiment.name,
-            "prepared": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "prepared": datetime.now(UTC).isoformat(timespec="seconds"),
             "root": str(experiment.root),
             "configs": experiment.configs,
             "bindings": experiment.bindings,
@@ -227,7 +229,9 @@ def load_prepared(experiment: Experiment) -> list[Run]:
     """
     path = experiment.paths.experiment_json
     if not path.is_file():
-        raise ExperimentError(f"{experiment.name} is not prepared ({path} does not exist): run `prepare` first.")
+        raise ExperimentError(
+            f"{experiment.name} is not prepared ({path} does not exist): run `prepare` first."
+        )
     data = json.loads(path.read_text())
     return [Run.from_dict(entry) for entry in data["runs"]]
 

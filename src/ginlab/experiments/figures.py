@@ -6,14 +6,19 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-from ginlab.experiments.experiment import ReportSpec  # noqa: E402
+from ginlab.experiments.experiment import ReportSpec
 
-METRIC_LABELS = {"train_loss": "training loss", "val_loss": "validation loss", "val_acc": "validation accuracy",
-                 "test_acc": "test accuracy", "test_loss": "test loss"}
+METRIC_LABELS = {
+    "train_loss": "training loss",
+    "val_loss": "validation loss",
+    "val_acc": "validation accuracy",
+    "test_acc": "test accuracy",
+    "test_loss": "test loss",
+}
 
 
 def label_of(metric: str) -> str:
@@ -41,15 +46,23 @@ def _configurations(finished: pd.DataFrame, groups: list[str], short: dict):
     return out
 
 
-def save_learning_curves(name: str, finished: pd.DataFrame, histories: pd.DataFrame, groups: list[str],
-                         short: dict, spec: ReportSpec, path: Path) -> Path | None:
+def save_learning_curves(
+    name: str,
+    finished: pd.DataFrame,
+    histories: pd.DataFrame,
+    groups: list[str],
+    short: dict,
+    spec: ReportSpec,
+    path: Path,
+) -> Path | None:
     """One panel per metric of `spec.curves`: per configuration the mean over seeds and a +-1 std band."""
     metrics = [m for m in spec.curves if m in histories.columns]
     if not metrics or histories.empty:
         return None
     configurations = _configurations(finished, groups, short)
     colours = plt.get_cmap("viridis")(
-        [i / max(len(configurations) - 1, 1) * 0.9 for i in range(len(configurations))])
+        [i / max(len(configurations) - 1, 1) * 0.9 for i in range(len(configurations))]
+    )
     histories = histories.assign(run=histories["run"].astype(str))
     figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
     for axis, metric in zip(axes[0], metrics):
@@ -57,10 +70,13 @@ def save_learning_curves(name: str, finished: pd.DataFrame, histories: pd.DataFr
             rows = histories[histories["run"].isin(paths)]
             stats = rows.groupby("epoch")[metric].agg(["mean", "std", "count"])
             epochs = stats.index + 1
-            axis.plot(epochs, stats["mean"], color=colour, label=configuration_label(values, short, len(paths)))
+            axis.plot(
+                epochs, stats["mean"], color=colour, label=configuration_label(values, short, len(paths))
+            )
             band = stats["std"].fillna(0)
-            axis.fill_between(epochs, stats["mean"] - band, stats["mean"] + band, color=colour, alpha=0.2,
-                              linewidth=0)
+            axis.fill_between(
+                epochs, stats["mean"] - band, stats["mean"] + band, color=colour, alpha=0.2, linewidth=0
+            )
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(label_of(metric))
@@ -76,8 +92,9 @@ def save_learning_curves(name: str, finished: pd.DataFrame, histories: pd.DataFr
     return path
 
 
-def save_final_against_x(name: str, finished: pd.DataFrame, x: str, groups: list[str], short: dict,
-                         spec: ReportSpec, path: Path) -> Path:
+def save_final_against_x(
+    name: str, finished: pd.DataFrame, x: str, groups: list[str], short: dict, spec: ReportSpec, path: Path
+) -> Path:
     """Every run as a dot, the mean over seeds as a line with +-1 std error bars; log x axis if asked."""
     column = f"final/{spec.metric}"
     frame = finished.assign(**{column: pd.to_numeric(finished[column], errors="coerce")})
@@ -90,14 +107,22 @@ def save_final_against_x(name: str, finished: pd.DataFrame, x: str, groups: list
         axis.scatter(part[short[x]], part[column], color=colour, alpha=0.45, s=18)
         stats = part.groupby(short[x])[column].agg(["mean", "std", "count"]).sort_index()
         label = "mean \u00b1 std" + (f": {configuration_label(values, short, len(paths))}" if values else "")
-        axis.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), color=colour, marker="o",
-                      capsize=3, label=label)
+        axis.errorbar(
+            stats.index,
+            stats["mean"],
+            yerr=stats["std"].fillna(0),
+            color=colour,
+            marker="o",
+            capsize=3,
+            label=label,
+        )
     if spec.log_x:
         axis.set_xscale("log")
     axis.set_xlabel(parameter_label(x, short, spec))
     axis.set_ylabel(f"final {label_of(spec.metric)}")
     over = f" ({len(frame)} runs; dots: single {short[spec.over]}s)" if spec.over in short else ""
-    axis.set_title(f"{name}: final {label_of(spec.metric)} against {short[x]}{over}", fontsize=10)
+    named = (spec.labels or {}).get(x, short[x])
+    axis.set_title(f"{name}: final {label_of(spec.metric)} against {named}{over}", fontsize=10)
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=8)
     figure.tight_layout()

@@ -50,8 +50,11 @@ def short_names(parameters: list[str]) -> dict[str, str]:
         parts = re.split(r"[./]", name)
         for length in range(1, len(parts) + 1):
             candidate = ".".join(parts[-length:])
-            clashes = [other for other in parameters if other != name and re.split(r"[./]", other)[-length:] ==
-                       parts[-length:]]
+            clashes = [
+                other
+                for other in parameters
+                if other != name and re.split(r"[./]", other)[-length:] == parts[-length:]
+            ]
             if not clashes:
                 break
         short[name] = candidate

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ginlab.experiments.progress import Counts, Progress, estimate_seconds, format_seconds
@@ -43,6 +43,7 @@ class Outcome:
     message: str = ""
     log: Path | None = None
     attempts: int = 0
+    seconds: float = 0.0  # wall time of this invocation's attempts
 
 
 @dataclasses.dataclass
@@ -67,8 +68,16 @@ class LocalRunner:
         poll_seconds: how often finished children are collected.
     """
 
-    def __init__(self, root: Path, logs: Path, slots: int | None = None, retries: int = 1,
-                 python: str | None = None, poll_seconds: float = 0.1, progress: Progress | None = None):
+    def __init__(
+        self,
+        root: Path,
+        logs: Path,
+        slots: int | None = None,
+        retries: int = 1,
+        python: str | None = None,
+        poll_seconds: float = 0.1,
+        progress: Progress | None = None,
+    ):
         self.root = Path(root)
         self.logs = Path(logs)
         self.slots = max(1, slots or available_cores())
@@ -78,6 +87,7 @@ class LocalRunner:
         self.poll_seconds = poll_seconds
         self.progress = progress or Progress("run")
         self._stop_requests = 0
+        self._seconds: dict[str, float] = {}
 
     def run(self, runs: list[Run]) -> list[Outcome]:
         """Run every run that is not finished; return one Outcome per run."""
@@ -93,8 +103,9 @@ class LocalRunner:
                 self.progress.event(refusal_message(run, state.differences))
             elif state.action == "busy":
                 busy[run.name] = run
-                self.progress.event(f"{run.name} is running in another process ({describe_owner(state.meta)}): "
-                                    "waiting for it")
+                self.progress.event(
+                    f"{run.name} is running in another process ({describe_owner(state.meta)}): waiting for it"
+                )
             else:
                 queue.append(run)
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -138,6 +149,7 @@ class LocalRunner:
             self._restore_signal_handlers(previous_handlers)
         for run in runs:
             outcomes.setdefault(run.name, Outcome(run, "interrupted", "not started: the runner was stopped"))
+            outcomes[run.name].seconds = self._seconds.get(run.name, 0.0)
         return [outcomes[run.name] for run in runs]
 
     # --- one child -------------------------------------------------------------------------------------
@@ -146,16 +158,29 @@ class LocalRunner:
         reload = (run.save_dir / "meta.json").exists()
         command = run.command(python=self.python, reload=reload)
         log_path = self.logs / f"{run.name}.log"
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
         with open(log_path, "a") as log_file:
-            log_file.write(f"==== {stamp} attempt {attempt}{' (reload)' if reload else ''}: "
-                           f"{' '.join(command)}\n")
+            log_file.write(
+                f"==== {stamp} attempt {attempt}{' (reload)' if reload else ''}: {' '.join(command)}\n"
+            )
             log_file.flush()
-            env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
-                   "PYTHONUNBUFFERED": "1"}
-            process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True,
-                                       preexec_fn=_terminate_with_parent(os.getpid()))
+            env = {
+                **os.environ,
+                "OMP_NUM_THREADS": str(self.threads),
+                "MKL_NUM_THREADS": str(self.threads),
+                "PYTHONUNBUFFERED": "1",
+            }
+            process = subprocess.Popen(
+                command,
+                cwd=self.root,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                # The runner starts children from its main thread only, so preexec_fn is safe here.
+                preexec_fn=_terminate_with_parent(os.getpid()),  # noqa: PLW1509
+            )
         verb = "reloading" if reload else "starting"
         self.progress.event(f"{verb} {run.name}" + (f" (attempt {attempt})" if attempt > 1 else ""))
         return _Active(run, process, time.monotonic(), attempt, log_path)
@@ -163,6 +188,7 @@ class LocalRunner:
     def _collect(self, job: _Active, code: int, elapsed: float, outcomes: dict, durations: list) -> bool:
         """Record how a child ended; return True to start it again (reload)."""
         run, took = job.run, format_seconds(elapsed)
+        self._seconds[run.name] = self._seconds.get(run.name, 0.0) + elapsed
         meta = read_meta(run.save_dir)
         if code == EXIT_FINISHED and (meta or {}).get("status") != "finished":
             code = EXIT_FAILED  # the run folder is the truth: exit 0 without "finished" is no success
@@ -199,7 +225,9 @@ class LocalRunner:
         failed = sum(o.status == "failed" for o in outcomes.values())
         refused = sum(o.status == "refused" for o in outcomes.values())
         now = time.monotonic()
-        eta = estimate_seconds(durations, [now - job.started for job in active.values()], len(queue), self.slots)
+        eta = estimate_seconds(
+            durations, [now - job.started for job in active.values()], len(queue), self.slots
+        )
         self.progress.update(Counts(done, len(active) + len(busy), failed, len(queue), refused), eta)
 
     # --- the runner's own signals ------------------------------------------------------------------------
@@ -208,8 +236,10 @@ class LocalRunner:
         def request_stop(signum, frame):
             self._stop_requests += 1
             if self._stop_requests == 1:
-                self.progress.event("stopping: every running run writes a checkpoint and exits "
-                                    "(press Ctrl-C again to kill them instead)")
+                self.progress.event(
+                    "stopping: every running run writes a checkpoint and exits "
+                    "(press Ctrl-C again to kill them instead)"
+                )
             else:
                 self.progress.event("killing the running runs (they reload from their last checkpoint)")
 

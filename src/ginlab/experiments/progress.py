@@ -25,7 +25,9 @@ class Counts:
         return text + (f", {self.refused} refused" if self.refused else "")
 
 
-def estimate_seconds(durations: list[float], running_elapsed: list[float], left: int, slots: int) -> float | None:
+def estimate_seconds(
+    durations: list[float], running_elapsed: list[float], left: int, slots: int
+) -> float | None:
     """Seconds until the end: the mean run time so far spread over the slots; None before any run ended."""
     if not durations:
         return None
@@ -37,7 +39,7 @@ def estimate_seconds(durations: list[float], running_elapsed: list[float], left:
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     if seconds >= 60:
@@ -92,4 +94,6 @@ class Progress:
 
     def _line(self) -> Text:
         elapsed = format_seconds(time.monotonic() - self.started)
-        return Text(f"{self.title}: {self.counts} | elapsed {elapsed}, ETA {format_seconds(self.eta)}", style="bold")
+        return Text(
+            f"{self.title}: {self.counts} | elapsed {elapsed}, ETA {format_seconds(self.eta)}", style="bold"
+        )

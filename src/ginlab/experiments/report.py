@@ -15,7 +15,7 @@ a finished run folder (missing, failed, interrupted, running) is listed, never s
 import logging
 import math
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -27,8 +27,21 @@ from ginlab.experiments.runs import Run
 
 log = logging.getLogger(__name__)
 
-RUN_COLUMNS = ("run", "name", "status", "epochs", "steps", "time", "start", "end", "heartbeat", "duration",
-               "host", "reloads", "error")
+RUN_COLUMNS = (
+    "run",
+    "name",
+    "status",
+    "epochs",
+    "steps",
+    "time",
+    "start",
+    "end",
+    "heartbeat",
+    "duration",
+    "host",
+    "reloads",
+    "error",
+)
 
 # Config values that say how a run was started, not what it computes.
 BOOKKEEPING = {"training_loop.reload", "training_loop.reload_allow_changes"}
@@ -71,12 +84,14 @@ def build_report(experiment: Experiment, runs: list[Run]) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             histories = load_histories(list(finished["path"]), on_error="warn")
-        curves = plots.save_learning_curves(experiment.name, finished, histories, groups, short, spec,
-                                            folder / "curves.png")
+        curves = plots.save_learning_curves(
+            experiment.name, finished, histories, groups, short, spec, folder / "curves.png"
+        )
         if curves:
             figures.append(("Learning curves", curves))
-        final = plots.save_final_against_x(experiment.name, finished, x, groups, short, spec,
-                                           folder / f"final_vs_{short[x]}.png")
+        final = plots.save_final_against_x(
+            experiment.name, finished, x, groups, short, spec, folder / f"final_vs_{short[x]}.png"
+        )
         figures.append((f"Final {spec.metric} against {short[x]}", final))
 
     summary = summary_markdown(experiment, table, best, figures, short, spec, over)
@@ -89,13 +104,23 @@ def runs_table(runs: list[Run], loaded: pd.DataFrame, short: dict, unreadable: d
     """One row per prepared run: name, grid values (short names), other varying config values, status,
     epochs, final/best/test metrics, and where to look when it did not finish."""
     by_path = {str(row["run"]): row for _, row in loaded.iterrows()} if len(loaded) else {}
-    config_columns = [c for c in loaded.columns if c not in RUN_COLUMNS and "/" not in c
-                      and c not in ("monitor", "mode")]
-    grid_columns = {c for c in config_columns for p in short if p == c or p.endswith("." + c) or c.endswith("." + p)}
-    varying = [c for c in config_columns if c not in grid_columns and c not in BOOKKEEPING
-               and loaded[c].astype(str).nunique() > 1]
-    metric_columns = [c for c in loaded.columns if c.split("/")[0] in ("final", "best", "test")
-                      and c.split("/")[-1] not in ("epoch", "step", "time", "lr", "checkpoint")]
+    config_columns = [
+        c for c in loaded.columns if c not in RUN_COLUMNS and "/" not in c and c not in ("monitor", "mode")
+    ]
+    grid_columns = {
+        c for c in config_columns for p in short if p == c or p.endswith("." + c) or c.endswith("." + p)
+    }
+    varying = [
+        c
+        for c in config_columns
+        if c not in grid_columns and c not in BOOKKEEPING and loaded[c].astype(str).nunique() > 1
+    ]
+    metric_columns = [
+        c
+        for c in loaded.columns
+        if c.split("/")[0] in ("final", "best", "test")
+        and c.split("/")[-1] not in ("epoch", "step", "time", "lr", "checkpoint")
+    ]
     rows = []
     for run in runs:
         row = {"name": run.name, **{short[p]: v for p, v in run.params.items()}}
@@ -130,15 +155,25 @@ def check_metric(spec: ReportSpec, table: pd.DataFrame) -> None:
     finished = table[table["status"] == "finished"]
     if len(finished) and f"final/{spec.metric}" not in table.columns:
         available = sorted(c.split("/", 1)[1] for c in table.columns if c.startswith("final/"))
-        raise ExperimentError(f"The report's metric {spec.metric!r} is in no run's summary. "
-                              f"Metrics there: {', '.join(available)}. Change ReportSpec(metric=...) in main.py.")
+        raise ExperimentError(
+            f"The report's metric {spec.metric!r} is in no run's summary. "
+            f"Metrics there: {', '.join(available)}. Change ReportSpec(metric=...) in main.py."
+        )
 
 
 def best_table(finished: pd.DataFrame, groups: list[str], short: dict, spec: ReportSpec) -> pd.DataFrame:
     """Mean, std and n over seeds of the final/best/test metrics per configuration, best first."""
     keys = [short[p] for p in groups]
-    metrics = [c for c in (f"final/{spec.metric}", f"best/{spec.metric}", f"test/{spec.metric.replace('val_', 'test_')}",
-                           "final/val_loss") if c in finished.columns]
+    metrics = [
+        c
+        for c in (
+            f"final/{spec.metric}",
+            f"best/{spec.metric}",
+            f"test/{spec.metric.replace('val_', 'test_')}",
+            "final/val_loss",
+        )
+        if c in finished.columns
+    ]
     metrics = list(dict.fromkeys(metrics))
     if not len(finished) or not metrics:
         return pd.DataFrame(columns=[*keys, "n"])
@@ -156,10 +191,17 @@ def best_table(finished: pd.DataFrame, groups: list[str], short: dict, spec: Rep
     return stats.sort_values(f"final/{spec.metric} mean", ascending=ascending).reset_index(drop=True)
 
 
-def summary_markdown(experiment: Experiment, table: pd.DataFrame, best: pd.DataFrame, figures, short: dict,
-                     spec: ReportSpec, over: str | None) -> str:
+def summary_markdown(
+    experiment: Experiment,
+    table: pd.DataFrame,
+    best: pd.DataFrame,
+    figures,
+    short: dict,
+    spec: ReportSpec,
+    over: str | None,
+) -> str:
     counts = table["status"].value_counts()
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# {experiment.name}: report",
         "",
@@ -175,16 +217,26 @@ def summary_markdown(experiment: Experiment, table: pd.DataFrame, best: pd.DataF
         keys = ", ".join(f"{s} = {top[s]}" for p, s in short.items() if p != over)
         std = top.get(f"final/{spec.metric} std")
         spread = f" +- {std:.4g}" if isinstance(std, float) and not math.isnan(std) else ""
-        lines += [f"**Best configuration** ({spec.mode} of the final {spec.metric}, mean over "
-                  f"{short.get(over, 'runs') if over else 'runs'}): {keys or 'the only one'}: "
-                  f"{spec.metric} {top[metric]:.4g}{spread} (n = {int(top['n'])}).", ""]
+        lines += [
+            (
+                f"**Best configuration** ({spec.mode} of the final {spec.metric}, mean over "
+                f"{short.get(over, 'runs') if over else 'runs'}): {keys or 'the only one'}: "
+                f"{spec.metric} {top[metric]:.4g}{spread} (n = {int(top['n'])})."
+            ),
+            "",
+        ]
     else:
         lines += ["No run has finished yet: no best configuration.", ""]
     left_out = table[table["status"] != "finished"]
     lines += ["## Runs not in the results", ""]
     if len(left_out):
-        lines += [f"{len(left_out)} of {len(table)} prepared runs are not finished and are left out of the "
-                  "tables of means and the figures:", ""]
+        lines += [
+            (
+                f"{len(left_out)} of {len(table)} prepared runs are not finished and are left out of the "
+                "tables of means and the figures:"
+            ),
+            "",
+        ]
         lines += markdown_table(left_out[["name", "status", "epochs", "note"]])
     else:
         lines += ["None: every prepared run finished."]
@@ -199,7 +251,9 @@ def summary_markdown(experiment: Experiment, table: pd.DataFrame, best: pd.DataF
 
 def sorted_values(column: pd.Series) -> str:
     values = sorted(set(column.dropna().tolist()), key=lambda v: (str(type(v)), v))
-    return "{" + ", ".join(format_value(v) if isinstance(v, (int, float, str)) else str(v) for v in values) + "}"
+    return (
+        "{" + ", ".join(format_value(v) if isinstance(v, (int, float, str)) else str(v) for v in values) + "}"
+    )
 
 
 def markdown_table(frame: pd.DataFrame) -> list[str]:

@@ -15,7 +15,7 @@ import json
 import os
 import shlex
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gin
@@ -44,7 +44,13 @@ class Run:
 
     def command(self, python: str = "python", reload: bool = False) -> list[str]:
         """The bin/train.py command line (to run from the repository root)."""
-        return [python, "bin/train.py", str(self.save_dir), *self.config_files, *(["-b", RELOAD] if reload else [])]
+        return [
+            python,
+            "bin/train.py",
+            str(self.save_dir),
+            *self.config_files,
+            *(["-b", RELOAD] if reload else []),
+        ]
 
     def command_line(self) -> str:
         return shlex.join(self.command())
@@ -100,7 +106,7 @@ def effective_status(meta: dict, now: datetime | None = None) -> str:
         return "stale"
     heartbeat = meta.get("heartbeat") or meta.get("started")
     try:
-        age = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(heartbeat)).total_seconds()
+        age = ((now or datetime.now(UTC)) - datetime.fromisoformat(heartbeat)).total_seconds()
     except (TypeError, ValueError):
         return "running"
     return "stale" if age > STALE_SECONDS else "running"
@@ -139,7 +145,9 @@ def config_differences(run: Run, root: Path) -> list[str]:
     for key in dict.fromkeys([*prepared, *saved]):
         if key in IGNORED or saved.get(key) == prepared.get(key):
             continue
-        differences.append(f"{key}: run folder has {saved.get(key, '(not set)')}, prepared {prepared.get(key, '(not set)')}")
+        differences.append(
+            f"{key}: run folder has {saved.get(key, '(not set)')}, prepared {prepared.get(key, '(not set)')}"
+        )
     return differences
 
 

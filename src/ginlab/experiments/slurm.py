@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ginlab.atomic import append_line, atomic_write_text, read_jsonl
@@ -33,8 +33,21 @@ from ginlab.experiments.runs import RELOAD, Run, effective_status, inspect_run, 
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-                 "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
+ACTIVE_STATES = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "RESV_DEL_HOLD",
+}
 
 
 class SlurmUnavailable(ExperimentError):
@@ -66,8 +79,13 @@ class SlurmOptions:
     extra: list[str] = dataclasses.field(default_factory=list)
 
     def directives(self) -> list[str]:
-        values = {"partition": self.partition, "time": self.time, "cpus-per-task": self.cpus,
-                  "gpus": self.gpus, "mem": self.mem}
+        values = {
+            "partition": self.partition,
+            "time": self.time,
+            "cpus-per-task": self.cpus,
+            "gpus": self.gpus,
+            "mem": self.mem,
+        }
         lines = [f"#SBATCH --{key}={value}" for key, value in values.items() if value not in (None, "", 0)]
         return lines + [f"#SBATCH {shlex.join([arg])}" for arg in self.extra]
 
@@ -88,8 +106,10 @@ class Job:
 
 
 def local_instead(experiment_name: str) -> str:
-    return (f"To run the experiment on this machine instead: python experiments/{experiment_name}/main.py run "
-            "--backend local")
+    return (
+        f"To run the experiment on this machine instead: python experiments/{experiment_name}/main.py run "
+        "--backend local"
+    )
 
 
 def slurm_command(args: list[str], experiment_name: str, timeout: float = 60) -> str:
@@ -101,19 +121,22 @@ def slurm_command(args: list[str], experiment_name: str, timeout: float = 60) ->
     if shutil.which(args[0]) is None:
         raise SlurmUnavailable(
             f"`{args[0]}` not found: SLURM is not installed on this machine (or not on PATH), so the "
-            f"experiment cannot be submitted to a cluster.\n{local_instead(experiment_name)}")
+            f"experiment cannot be submitted to a cluster.\n{local_instead(experiment_name)}"
+        )
     try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise SlurmUnavailable(
             f"`{shlex.join(args)}` got no answer within {timeout:.0f} s: the SLURM controller is not "
-            f"answering.\n{local_instead(experiment_name)}") from None
+            f"answering.\n{local_instead(experiment_name)}"
+        ) from None
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip()
         raise SlurmUnavailable(
             f"`{shlex.join(args)}` failed (exit {result.returncode}): {message}\n"
             f"Is the cluster up? (`sinfo`; for the development cluster: sudo bin/slurm-dev-cluster start)\n"
-            f"{local_instead(experiment_name)}")
+            f"{local_instead(experiment_name)}"
+        )
     return result.stdout
 
 
@@ -130,8 +153,17 @@ class SlurmBackend:
         python: the interpreter the jobs run bin/train.py with (default: this one; it must exist on the nodes).
     """
 
-    def __init__(self, name: str, root: Path, folder: Path, options: SlurmOptions, retries: int = 1,
-                 poll_seconds: float = 10, python: str | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        folder: Path,
+        options: SlurmOptions,
+        retries: int = 1,
+        poll_seconds: float = 10,
+        python: str | None = None,
+        progress: Progress | None = None,
+    ):
         self.name = name
         self.root = Path(root)
         self.folder = Path(folder)
@@ -149,21 +181,33 @@ class SlurmBackend:
         slurm_command(["sbatch", "--version"], self.name, timeout=20)
         slurm_command(["squeue", "-h", "-o", "%i", "-u", getpass.getuser()], self.name, timeout=30)
 
-    def active_jobs(self) -> dict[int, Job]:
-        """{run index: its job} for the jobs of this experiment that are still queued or running."""
-        arrays = {str(entry["array_id"]) for entry in read_jsonl(self.submissions)}
-        if not arrays:
+    def active_jobs(self) -> dict[str, Job]:
+        """{run name: its job} for the jobs of this experiment that are still queued or running."""
+        names = self._submitted_names()
+        if not names:
             return {}
-        output = slurm_command(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%A|%F|%K|%T|%r"], self.name)
+        output = slurm_command(
+            ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%A|%F|%K|%T|%r"], self.name
+        )
         jobs = {}
         for line in output.splitlines():
             fields = line.strip().split("|")
-            if len(fields) != 5 or fields[1] not in arrays or not fields[2].isdigit():
+            if len(fields) != 5 or not fields[2].isdigit() or (fields[1], int(fields[2])) not in names:
                 continue
-            job = Job(job_id=fields[0], array_id=fields[1], index=int(fields[2]), state=fields[3], reason=fields[4])
+            job = Job(
+                job_id=fields[0], array_id=fields[1], index=int(fields[2]), state=fields[3], reason=fields[4]
+            )
             if job.state in ACTIVE_STATES:
-                jobs[job.index] = job
+                jobs[names[fields[1], job.index]] = job
         return jobs
+
+    def _submitted_names(self) -> dict[tuple[str, int], str]:
+        """{(array id, array index): run name} of every submission (indices can change when the grid does)."""
+        names = {}
+        for entry in read_jsonl(self.submissions):
+            for index, name in zip(entry["indices"], entry["names"]):
+                names[str(entry["array_id"]), index] = name
+        return names
 
     def job_state(self, job_id: str) -> str | None:
         """JobState of one job from scontrol (it knows ended jobs for MinJobAge, 300 s by default)."""
@@ -176,19 +220,15 @@ class SlurmBackend:
                 return field.split("=", 1)[1]
         return None
 
-    def last_jobs(self) -> dict[int, str]:
-        """{run index: "arrayid_index"} of the newest submission of each run."""
-        labels = {}
-        for entry in read_jsonl(self.submissions):
-            for index in entry["indices"]:
-                labels[index] = f"{entry['array_id']}_{index}"
-        return labels
+    def last_jobs(self) -> dict[str, str]:
+        """{run name: "arrayid_index"} of the newest submission of each run."""
+        return {name: f"{array_id}_{index}" for (array_id, index), name in self._submitted_names().items()}
 
     # --- submitting ----------------------------------------------------------------------------------------
 
     def job_script(self, runs: list[Run]) -> str:
         """A batch script running the given runs as elements of a job array (index = the run's index)."""
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
         lines = [
             "#!/bin/bash",
             f"# {self.name}: {len(runs)} run(s) of bin/train.py as a SLURM job array, written on {stamp}.",
@@ -209,15 +249,19 @@ class SlurmBackend:
         ]
         for run in runs:
             command = run.command(python=self.python)
-            lines.append(f"    {run.index}) save_dir={shlex.quote(str(run.save_dir))}; "
-                         f"command=({shlex.join(command)}) ;;")
+            lines.append(
+                f"    {run.index}) save_dir={shlex.quote(str(run.save_dir))}; "
+                f"command=({shlex.join(command)}) ;;"
+            )
         lines += [
             '    *) echo "no run with array index ${SLURM_ARRAY_TASK_ID:-(none)} in $0" >&2; exit 2 ;;',
             "esac",
-            'echo "==== $(date -Is) job $SLURM_JOB_ID (${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}) on '
-            '$(hostname), start ${SLURM_RESTART_COUNT:-0}: $save_dir"',
+            (
+                'echo "==== $(date -Is) job $SLURM_JOB_ID (${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}) on '
+                '$(hostname), start ${SLURM_RESTART_COUNT:-0}: $save_dir"'
+            ),
             'if [ -f "$save_dir/meta.json" ]; then',
-            "    if grep -q '\"status\": *\"finished\"' \"$save_dir/meta.json\"; then",
+            '    if grep -q \'"status": *"finished"\' "$save_dir/meta.json"; then',
             '        echo "finished already: nothing to do"; exit 0',
             "    fi",
             f"    command+=(-b {RELOAD})  # interrupted, failed or killed: continue from the newest checkpoint",
@@ -230,12 +274,12 @@ class SlurmBackend:
             "trap 'forward TERM' TERM",
             '"${command[@]}" &',
             "child=$!",
-            '# wait returns early when a trapped signal arrives: wait again until bin/train.py has exited.',
+            "# wait returns early when a trapped signal arrives: wait again until bin/train.py has exited.",
             'wait "$child"',
             'while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
             'wait "$child"; code=$?',
             'echo "==== $(date -Is) bin/train.py exited with $code${signalled:+ after SIG$signalled}"',
-            '# 3: checkpoint written; 138 (128 + SIGUSR1): the signal came before bin/train.py could handle it.',
+            "# 3: checkpoint written; 138 (128 + SIGUSR1): the signal came before bin/train.py could handle it.",
             'if [ "$signalled" = USR1 ] && { [ "$code" = 3 ] || [ "$code" = 138 ]; }; then',
             '    echo "==== time limit near: requeueing job $SLURM_JOB_ID"',
             '    scontrol requeue "$SLURM_JOB_ID"',
@@ -247,7 +291,7 @@ class SlurmBackend:
     def submit(self, runs: list[Run]) -> str:
         """Write a job script for `runs` and submit it as one job array; return the array's job id."""
         (self.folder / "output").mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
         script = self.folder / f"job-{stamp}.sh"
         atomic_write_text(script, self.job_script(runs))
         script.chmod(0o755)
@@ -256,10 +300,19 @@ class SlurmBackend:
             array += f"%{self.options.max_parallel}"
         output = slurm_command(["sbatch", "--parsable", f"--array={array}", str(script)], self.name)
         array_id = output.strip().split(";")[0]
-        append_line(self.submissions, json.dumps({
-            "array_id": array_id, "indices": [run.index for run in runs], "script": str(script),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "options": dataclasses.asdict(self.options)}))
+        append_line(
+            self.submissions,
+            json.dumps(
+                {
+                    "array_id": array_id,
+                    "indices": [run.index for run in runs],
+                    "names": [run.name for run in runs],
+                    "script": str(script),
+                    "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "options": dataclasses.asdict(self.options),
+                }
+            ),
+        )
         return array_id
 
     def output_path(self, label: str) -> Path:
@@ -275,9 +328,11 @@ class SlurmBackend:
         to_submit, tracked = [], {}
         for run in runs:
             state = inspect_run(run, self.root)
-            if run.index in active:
-                tracked[run.index] = run
-                self.progress.event(f"{run.name}: already {active[run.index].state} as job {active[run.index].label}")
+            if run.name in active:
+                tracked[run.name] = run
+                self.progress.event(
+                    f"{run.name}: already {active[run.name].state} as job {active[run.name].label}"
+                )
             elif state.action == "skip":
                 outcomes[run.name] = Outcome(run, "skipped", "finished before")
             elif state.action == "conflict":
@@ -285,21 +340,25 @@ class SlurmBackend:
                 self.progress.event(refusal_message(run, state.differences))
             elif state.action == "busy":
                 outcomes[run.name] = Outcome(run, "busy", f"running elsewhere ({describe_owner(state.meta)})")
-                self.progress.event(f"{run.name} is running outside this experiment's jobs "
-                                    f"({describe_owner(state.meta)}): not submitted")
+                self.progress.event(
+                    f"{run.name} is running outside this experiment's jobs "
+                    f"({describe_owner(state.meta)}): not submitted"
+                )
             else:
                 to_submit.append(run)
-        attempts = {run.index: 0 for run in runs}
+        attempts = {run.name: 0 for run in runs}
         with self.progress:
             if to_submit:
                 array_id = self._submit(to_submit, attempts)
                 self.progress.event(f"submitted {len(to_submit)} run(s) as job array {array_id}")
-                tracked.update({run.index: run for run in to_submit})
+                tracked.update({run.name: run for run in to_submit})
             try:
                 self._track(tracked, outcomes, attempts, runs)
             except KeyboardInterrupt:
-                self.progress.event("stopped tracking: the jobs keep running on the cluster; `status` shows them "
-                                    "and `run` follows them again")
+                self.progress.event(
+                    "stopped tracking: the jobs keep running on the cluster; `status` shows them "
+                    "and `run` follows them again"
+                )
                 for run in tracked.values():
                     outcomes.setdefault(run.name, Outcome(run, "queued", "still on the cluster"))
                 raise
@@ -307,62 +366,79 @@ class SlurmBackend:
 
     def _submit(self, runs: list[Run], attempts: dict) -> str:
         for run in runs:
-            attempts[run.index] += 1
+            attempts[run.name] += 1
         return self.submit(runs)
 
-    def _track(self, tracked: dict[int, Run], outcomes: dict, attempts: dict, runs: list[Run]) -> None:
-        seen: dict[int, tuple] = {}
+    def _track(self, tracked: dict[str, Run], outcomes: dict, attempts: dict, runs: list[Run]) -> None:
+        seen: dict[str, tuple] = {}
         labels = self.last_jobs()
         while tracked:
             active = self.active_jobs()
             retry = []
-            for index, run in list(tracked.items()):
-                job = active.get(index)
+            for name, run in list(tracked.items()):
+                job = active.get(name)
                 if job is not None:
                     state = (job.state, job.reason)
-                    if seen.get(index) != state:
-                        seen[index] = state
+                    if seen.get(name) != state:
+                        seen[name] = state
                         why = f" ({job.reason})" if job.reason not in ("None", "") else ""
                         self.progress.event(f"job {job.label} {run.name}: {job.state}{why}")
-                    labels[index] = job.label
+                    labels[name] = job.label
                     continue
-                label = labels.get(index, "?")
+                label = labels.get(name, "?")
                 # Gone from squeue. A job between its end and its requeue can be missing for a moment.
                 meta = read_meta(run.save_dir)
                 status = effective_status(meta) if meta else "missing"
                 job_state = self.job_state(label) if status != "finished" else None
                 if job_state in ACTIVE_STATES:
                     continue
-                del tracked[index]
+                del tracked[name]
                 out = self.output_path(label)
                 if status == "finished":
-                    outcomes[run.name] = Outcome(run, "finished", f"job {label}", out, attempts[index])
+                    outcomes[run.name] = Outcome(run, "finished", f"job {label}", out, attempts[name])
                     self.progress.event(f"finished {run.name} (job {label})")
                 elif status == "interrupted" and (job_state or "").startswith("CANCELLED"):
-                    outcomes[run.name] = Outcome(run, "interrupted", f"job {label} was cancelled after a "
-                                                 "checkpoint; `run` continues it", out, attempts[index])
-                    self.progress.event(f"{run.name}: job {label} was cancelled (checkpoint written); output: {out}")
-                elif attempts[index] <= self.retries:
+                    outcomes[run.name] = Outcome(
+                        run,
+                        "interrupted",
+                        f"job {label} was cancelled after a checkpoint; `run` continues it",
+                        out,
+                        attempts[name],
+                    )
+                    self.progress.event(
+                        f"{run.name}: job {label} was cancelled (checkpoint written); output: {out}"
+                    )
+                elif attempts[name] <= self.retries:
                     # Failed, killed, timed out without requeueing, or not startable (NODE_FAIL ...): reload it.
-                    self.progress.event(f"{run.name}: {ended(label, status, meta, job_state)}; submitting it "
-                                        f"again (output: {out})")
+                    self.progress.event(
+                        f"{run.name}: {ended(label, status, meta, job_state)}; submitting it "
+                        f"again (output: {out})"
+                    )
                     retry.append(run)
                 else:
                     reason = ended(label, status, meta, job_state)
-                    outcomes[run.name] = Outcome(run, "failed", reason, out, attempts[index])
-                    self.progress.event(f"FAILED {run.name}: {reason}; output: {out}, run log: "
-                                        f"{run.save_dir / 'log.txt'}")
+                    outcomes[run.name] = Outcome(run, "failed", reason, out, attempts[name])
+                    self.progress.event(
+                        f"FAILED {run.name}: {reason}; output: {out}, run log: {run.save_dir / 'log.txt'}"
+                    )
             if retry:
                 array_id = self._submit(retry, attempts)
-                tracked.update({run.index: run for run in retry})
+                tracked.update({run.name: run for run in retry})
                 for run in retry:
-                    seen.pop(run.index, None)
-                    labels[run.index] = f"{array_id}_{run.index}"
+                    seen.pop(run.name, None)
+                    labels[run.name] = f"{array_id}_{run.index}"
             done = sum(o.status in ("finished", "skipped") for o in outcomes.values())
             failed = sum(o.status == "failed" for o in outcomes.values())
             running = sum(job.state == "RUNNING" for i, job in active.items() if i in tracked)
-            self.progress.update(Counts(done, running, failed, len(tracked) - running,
-                                        sum(o.status == "refused" for o in outcomes.values())))
+            self.progress.update(
+                Counts(
+                    done,
+                    running,
+                    failed,
+                    len(tracked) - running,
+                    sum(o.status == "refused" for o in outcomes.values()),
+                )
+            )
             if tracked:
                 time.sleep(self.poll_seconds)
 
