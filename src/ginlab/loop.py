@@ -202,6 +202,8 @@ def training_loop(
             loggers = [TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False)]
             if mlflow_tracking_uri:
                 loggers.append(_mlflow_logger(run, mlflow_tracking_uri, mlflow_experiment))
+            for logger in loggers:  # the configuration beside the curves (TensorBoard hparams, MLflow params)
+                logger.log_hyperparams(flat_config())
 
             trainer = pl.Trainer(
                 max_epochs=n_epochs,
@@ -216,7 +218,7 @@ def training_loop(
                 enable_progress_bar=False,
                 enable_model_summary=False,
                 use_distributed_sampler=False,  # the batch sampler decides the order; see data/batching.py
-                plugins=[AtomicCheckpointIO()],
+                plugins=[AtomicCheckpointIO(), *_cluster_plugins()],
                 default_root_dir=str(run.path),
             )
             checkpointer.install_signal_handlers()
@@ -264,12 +266,21 @@ def training_loop(
         run.release()
 
 
+def _cluster_plugins() -> list:
+    """Under SLURM, Lightning would requeue the job itself on SIGUSR1; ginlab's checkpointer handles the signal
+    and the job script requeues (see docs/experiments.md)."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def _mlflow_logger(run: RunFolder, uri: str, experiment: str):
     """MLflow mirrors the run (self-hosted server); a reload continues the same MLflow run."""
     from pytorch_lightning.loggers import MLFlowLogger
 
     meta = run.read_meta()
     logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=run.path.name,
-                          run_id=meta.get("mlflow_run_id"), tags={"run_folder": str(run.path.resolve())})
+                          run_id=meta.get("mlflow_run_id"), tags={"run_folder": str(run.path.resolve())},
+                          synchronous=False)  # metrics are sent in the background: no HTTP wait in the loop
     run.update_meta(mlflow_run_id=logger.run_id, mlflow_tracking_uri=uri)
     return logger

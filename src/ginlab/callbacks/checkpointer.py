@@ -101,6 +101,11 @@ class Checkpointer(pl.callbacks.Checkpoint):
         self.last_path = None
 
     # -- signals -------------------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module):
+        # Lightning registers its own SIGTERM handler when fit starts; it would raise SystemExit(0) at the next
+        # loop boundary, possibly before a checkpoint of the last step exists. Ours must be the only one.
+        self.install_signal_handlers()
+
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGUSR1 only set a flag: the step in progress finishes, then a checkpoint is written."""
 
