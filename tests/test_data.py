@@ -57,6 +57,17 @@ def test_workers_compute_the_same_augmented_batches():
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_distributed_processes_share_an_epoch_without_overlap():
+    from ginlab.data.batching import EpochBatchSampler
+
+    shards = [list(EpochBatchSampler(50, 8, shuffle=True, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 3  # 7 batches: the odd one out is dropped, equal step counts
+    seen = [i for shard in shards for _, _, idx in shard for i in idx.tolist()]
+    assert len(seen) == len(set(seen)) == 48
+    single = list(EpochBatchSampler(50, 8, shuffle=True, seed=1))
+    assert [p for _, p, _ in shards[0]] == [0, 2, 4] and torch.equal(shards[1][0][2], single[1][2])
+
+
 def test_iterating_does_not_touch_the_global_random_state():
     torch.manual_seed(0)
     before = torch.get_rng_state()

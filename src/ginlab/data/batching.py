@@ -46,13 +46,30 @@ class TensorBatches(Dataset):
 class EpochBatchSampler(Sampler):
     """Yields (epoch, batch_position, index tensor) for one epoch per iter(); resumable mid-epoch."""
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 rank: int | None = None, world_size: int | None = None):
         self.size, self.batch_size, self.shuffle, self.seed, self.drop_last = size, batch_size, shuffle, seed, drop_last
+        self.rank, self.world_size = rank, world_size  # None: from torch.distributed when it is initialized
         self.epoch = 0  # the epoch the next iter() produces
-        self.start = 0  # batches of that epoch to skip (already consumed before a restart)
+        self.start = 0  # batches of that epoch this process skips (already consumed before a restart)
+
+    def _shard(self) -> tuple[int, int]:
+        if self.world_size is not None:
+            return self.rank or 0, self.world_size
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _num_batches(self) -> int:
+        return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
 
     def __len__(self):
-        return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
+        # Under DDP every process takes every world_size-th batch of the same epoch order; the last
+        # batches are dropped so that all processes make the same number of steps.
+        rank, world = self._shard()
+        return self._num_batches() // world if world > 1 else self._num_batches()
 
     def __iter__(self):
         epoch, start = self.epoch, self.start
@@ -61,7 +78,9 @@ class EpochBatchSampler(Sampler):
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(_mix(self.seed, epoch)))
         else:
             order = torch.arange(self.size)
-        for position in range(start, len(self)):
+        rank, world = self._shard()
+        for local in range(start, len(self)):
+            position = local * world + rank
             yield epoch, position, order[position * self.batch_size : (position + 1) * self.batch_size]
 
 
