@@ -184,7 +184,7 @@ def run_command(experiment: Experiment, args) -> int:
         outcomes = backend.run(runs)
         stopped = False
     else:
-        from ginlab.experiments.local import LocalRunner
+        from ginlab.experiments.local import LocalRunner, Outcome
 
         runner = LocalRunner(
             experiment.root,
@@ -197,9 +197,26 @@ def run_command(experiment: Experiment, args) -> int:
             f"{experiment.name}: {len(runs)} runs, {runner.slots} at a time, "
             f"{runner.threads} torch thread(s) each; logs in {experiment.paths.logs}"
         )
-        outcomes = runner.run(runs)
-        stopped = runner._stop_requests > 0
+        on_slurm = slurm_jobs(experiment)
+        for name, job in on_slurm.items():
+            console.print(f"{name} has SLURM job {job.label} ({job.state}): left to SLURM")
+        outcomes = runner.run([run for run in runs if run.name not in on_slurm])
+        outcomes += [Outcome(run, "queued", "on SLURM") for run in runs if run.name in on_slurm]
+        stopped = runner.stopped
     return summarize(experiment, outcomes, stopped)
+
+
+def slurm_jobs(experiment: Experiment) -> dict:
+    """{run name: Job} of this experiment's SLURM jobs still queued or running (empty without SLURM)."""
+    if not (experiment.paths.slurm / "submissions.jsonl").is_file():
+        return {}
+    from ginlab.experiments.slurm import SlurmBackend, SlurmOptions, SlurmUnavailable
+
+    backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, SlurmOptions())
+    try:
+        return backend.active_jobs()
+    except SlurmUnavailable:
+        return {}
 
 
 def describe_options(options) -> str:

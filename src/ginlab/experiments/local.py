@@ -89,6 +89,11 @@ class LocalRunner:
         self._stop_requests = 0
         self._seconds: dict[str, float] = {}
 
+    @property
+    def stopped(self) -> bool:
+        """True when Ctrl-C or SIGTERM stopped the last `run`."""
+        return self._stop_requests > 0
+
     def run(self, runs: list[Run]) -> list[Outcome]:
         """Run every run that is not finished; return one Outcome per run."""
         outcomes: dict[str, Outcome] = {}

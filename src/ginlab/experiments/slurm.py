@@ -50,6 +50,9 @@ ACTIVE_STATES = {
 }
 
 
+UNREACHABLE_SECONDS = 300  # while tracking, how long the queue may not answer before `run` gives up
+
+
 class SlurmUnavailable(ExperimentError):
     """sbatch is missing or the cluster does not answer."""
 
@@ -372,8 +375,22 @@ class SlurmBackend:
     def _track(self, tracked: dict[str, Run], outcomes: dict, attempts: dict, runs: list[Run]) -> None:
         seen: dict[str, tuple] = {}
         labels = self.last_jobs()
+        unreachable_since = None
         while tracked:
-            active = self.active_jobs()
+            try:
+                active = self.active_jobs()
+                unreachable_since = None
+            except SlurmUnavailable as error:  # a controller restart or a network blip: keep trying a while
+                now = time.monotonic()
+                if unreachable_since is None:
+                    unreachable_since = now
+                    self.progress.event(
+                        f"the SLURM queue does not answer; trying again for 5 minutes ({str(error).splitlines()[0]})"
+                    )
+                if now - unreachable_since > UNREACHABLE_SECONDS:
+                    raise
+                time.sleep(self.poll_seconds)
+                continue
             retry = []
             for name, run in list(tracked.items()):
                 job = active.get(name)
@@ -397,16 +414,19 @@ class SlurmBackend:
                 if status == "finished":
                     outcomes[run.name] = Outcome(run, "finished", f"job {label}", out, attempts[name])
                     self.progress.event(f"finished {run.name} (job {label})")
-                elif status == "interrupted" and (job_state or "").startswith("CANCELLED"):
+                elif (job_state or "").startswith("CANCELLED"):  # scancel: someone's decision, not a failure
+                    saved = {"interrupted": "a checkpoint", "missing": "the run not started"}.get(
+                        status, f"the run {status}"
+                    )
                     outcomes[run.name] = Outcome(
                         run,
                         "interrupted",
-                        f"job {label} was cancelled after a checkpoint; `run` continues it",
+                        f"job {label} was cancelled, leaving {saved}; `run` continues it",
                         out,
                         attempts[name],
                     )
                     self.progress.event(
-                        f"{run.name}: job {label} was cancelled (checkpoint written); output: {out}"
+                        f"{run.name}: job {label} was cancelled, leaving {saved}; output: {out}"
                     )
                 elif attempts[name] <= self.retries:
                     # Failed, killed, timed out without requeueing, or not startable (NODE_FAIL ...): reload it.
