@@ -6,7 +6,7 @@ build (data, model, optimizer: every configuration error surfaces here, before a
 """
 
 import logging
-import os
+import signal
 from pathlib import Path
 
 import gin
@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ginlab.callbacks import Checkpointer, Heartbeat, HistoryWriter, Interrupted, ProgressPrinter
 from ginlab.callbacks.checkpointer import step_checkpoints
@@ -251,6 +252,10 @@ def training_loop(
             run.write_summary(summary)
             run.write_config(gin.operative_config_str(), flat_config())
             run.update_meta(status="finished", ended=now(), heartbeat=now(), exit_code=0)
+        except SIGTERMException:
+            # Lightning's own SIGTERM path (should not happen: ours replaces it); still an interruption.
+            run.update_meta(status="interrupted", ended=now(), heartbeat=now(), exit_code=3)
+            raise Interrupted(signal.SIGTERM) from None
         except Interrupted as e:
             log.info("interrupted (%s); continue with -b training_loop.reload=True", e)
             run.update_meta(status="interrupted", ended=now(), heartbeat=now(), exit_code=3)

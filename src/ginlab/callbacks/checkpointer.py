@@ -106,6 +106,10 @@ class Checkpointer(pl.callbacks.Checkpoint):
         # loop boundary, possibly before a checkpoint of the last step exists. Ours must be the only one.
         self.install_signal_handlers()
 
+    def on_test_start(self, trainer, pl_module):
+        # The same for the final test; a stop signal during it lets the (short) test finish.
+        self.install_signal_handlers()
+
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGUSR1 only set a flag: the step in progress finishes, then a checkpoint is written."""
 
