@@ -66,6 +66,7 @@ CACHE_EXCLUDES = (
     ".pytest_cache/",
     ".mypy_cache/",
     ".ruff_cache/",
+    ".ginlab-cache/",
     ".ipynb_checkpoints/",
     ".DS_Store",
     "*.swp",
