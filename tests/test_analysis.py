@@ -71,8 +71,9 @@ def write_run(
     folder.mkdir(parents=True)
     if epochs is None:
         epochs = n_epochs if status == "finished" else n_epochs // 2 + 1
-    started = NOW - timedelta(seconds=3600)
-    beat = NOW - timedelta(seconds=heartbeat_age)
+    now = datetime.now(UTC)  # not the import-time NOW: a long test session would make "fresh" runs stale
+    started = now - timedelta(seconds=3600)
+    beat = now - timedelta(seconds=heartbeat_age)
     ended = None if status == "running" else beat
     meta = {
         "format_version": format_version,
