@@ -71,7 +71,9 @@ def write_run(
     folder.mkdir(parents=True)
     if epochs is None:
         epochs = n_epochs if status == "finished" else n_epochs // 2 + 1
-    now = datetime.now(UTC)  # not the import-time NOW: a long test session would make "fresh" runs stale
+    # Times are relative to the moment of writing, not to NOW (import time): in a long test session a "fresh"
+    # run written minutes after import would otherwise read as stale.
+    now = datetime.now(UTC)
     started = now - timedelta(seconds=3600)
     beat = now - timedelta(seconds=heartbeat_age)
     ended = None if status == "running" else beat
@@ -330,7 +332,8 @@ def test_load_runs_gives_one_row_per_run_with_status_config_and_metrics(sweep):
     assert pd.isna(runs.loc["running", "best/val_acc"])
     assert runs.loc["failed", "error"] == "ValueError: loss is nan"
     assert runs.loc["lr-0.001", "run"] == str(sweep / "lr-0.001")
-    assert runs.loc["lr-0.001", "start"] == pd.Timestamp(iso(NOW - timedelta(seconds=3600)))
+    started = json.loads((Path(runs.loc["lr-0.001", "run"]) / "meta.json").read_text())["started"]
+    assert runs.loc["lr-0.001", "start"] == pd.Timestamp(started)
     assert runs.loc["lr-0.001", "duration"] == pytest.approx(3590, abs=1)
     assert runs.loc["stale", "duration"] == pytest.approx(2700, abs=1)  # until the last heartbeat
     assert pd.isna(runs.loc["running", "end"]) and runs.loc["running", "duration"] >= 3594
