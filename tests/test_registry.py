@@ -43,8 +43,6 @@ def test_an_unknown_name_lists_the_registered_ones():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_shipped_config_builds(config):
-    from ginlab.loop import build_datamodule, build_model
-
     assert config.read_text().startswith("#") and "bin/train.py" in config.read_text().split("\n\n")[0]
     from ginlab.loop import build_from_config
 

@@ -10,7 +10,6 @@ import random
 import resource
 import signal
 import socket
-import subprocess
 import time
 
 import pytest

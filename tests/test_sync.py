@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ginlab import sync as gsync
+from ginlab.processes import process_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "bin" / "sync.py"
@@ -92,7 +93,7 @@ def watchman_sock(tmp_path_factory):
         )
         pid = int((folder / "pid").read_text())
         try:
-            wait_until(lambda: not gsync._process_alive(pid), timeout=5, what="watchman to exit")
+            wait_until(lambda: not process_alive(pid), timeout=5, what="watchman to exit")
         except AssertionError:
             os.kill(pid, signal.SIGKILL)
 

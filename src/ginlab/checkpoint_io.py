@@ -4,7 +4,6 @@ Lightning's own atomic save puts its temporary file in TMPDIR, so a kill during 
 filesystems can leave a truncated checkpoint; here the temporary file is always in the target folder.
 """
 
-import io
 import logging
 import zipfile
 from pathlib import Path

@@ -34,6 +34,8 @@ from typing import Self
 
 import pathspec
 
+from ginlab.processes import process_alive
+
 logger = logging.getLogger(__name__)
 
 SYNCIGNORE = ".syncignore"
@@ -537,9 +539,9 @@ class OwnWatchman:
             timeout=timeout,
         )
         deadline = time.monotonic() + timeout
-        while pid is not None and _process_alive(pid) and time.monotonic() < deadline:
+        while pid is not None and process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if pid is not None and _process_alive(pid):
+        if pid is not None and process_alive(pid):
             logger.warning("watchman (pid %d) did not shut down in %.0f s; killing it", pid, timeout)
             os.kill(pid, 9)
 
@@ -554,21 +556,6 @@ class OwnWatchman:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) still answers kill(0).
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class WatchmanSubscription:

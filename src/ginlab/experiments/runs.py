@@ -12,23 +12,22 @@ files and bindings it was started with. `inspect_run` compares those with the pr
 
 import dataclasses
 import json
-import os
 import shlex
 import socket
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import gin
 import gin.config_parser
 
-STALE_SECONDS = 300  # docs/run-folder.md: "running" with an older heartbeat means the process died
+from ginlab.analysis.run import effective_status as reader_status
+from ginlab.processes import process_alive
+
 RELOAD = "training_loop.reload=True"
 
 # Parameters a reload may change (bin/train.py allows them); a finished run must match on all parameters.
-try:
-    from ginlab.config import RELOAD_MAY_CHANGE
-except ImportError:  # pragma: no cover
-    RELOAD_MAY_CHANGE = {"training_loop.n_epochs", "training_loop.reload"}
+from ginlab.config import RELOAD_MAY_CHANGE  # noqa: E402
+
 IGNORED = {"training_loop.reload", "training_loop.reload_allow_changes"}
 
 
@@ -98,28 +97,13 @@ def read_meta(save_dir: Path) -> dict | None:
 
 
 def effective_status(meta: dict, now: datetime | None = None) -> str:
-    """meta.json's status, with "running" turned into "stale" when its process is known to be gone."""
-    status = meta.get("status", "failed")
-    if status != "running":
-        return status
-    if meta.get("host") == socket.gethostname() and meta.get("pid") and not pid_alive(int(meta["pid"])):
-        return "stale"
-    heartbeat = meta.get("heartbeat") or meta.get("started")
-    try:
-        age = ((now or datetime.now(UTC)) - datetime.fromisoformat(heartbeat)).total_seconds()
-    except (TypeError, ValueError):
-        return "running"
-    return "stale" if age > STALE_SECONDS else "running"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """What readers see (analysis: "stale" once the heartbeat is old), and "stale" at once when the run's
+    process was on this host and is gone: the runner need not wait for the heartbeat to age."""
+    status = reader_status(meta, now)
+    if status == "running" and meta.get("host") == socket.gethostname() and meta.get("pid"):
+        if not process_alive(int(meta["pid"])):
+            return "stale"
+    return status
 
 
 def config_differences(run: Run, root: Path) -> list[str]:
