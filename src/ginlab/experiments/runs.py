@@ -21,13 +21,10 @@ import gin
 import gin.config_parser
 
 from ginlab.analysis.run import effective_status as reader_status
+from ginlab.config import RELOAD_MAY_CHANGE  # what a reload may change; a finished run must match on the rest
 from ginlab.processes import process_alive
 
 RELOAD = "training_loop.reload=True"
-
-# Parameters a reload may change (bin/train.py allows them); a finished run must match on all parameters.
-from ginlab.config import RELOAD_MAY_CHANGE  # noqa: E402
-
 IGNORED = {"training_loop.reload", "training_loop.reload_allow_changes"}
 
 
