@@ -81,6 +81,25 @@ def hand_written(epochs: int, seed: int = 0):
     return steady_step_time(starts), time.perf_counter() - t0
 
 
+def plain_lightning(epochs: int):
+    """Lightning alone on the same module and batches: what ginlab's own callbacks add is ginlab - this."""
+    from ginlab.data.digits import Digits
+    from ginlab.models.cnn import CNN
+    from ginlab.task import Classifier
+
+    STEP_STARTS.clear()
+    dm = Digits(batch_size=64)
+    dm.setup()
+    torch.manual_seed(0)
+    net = CNN(dm.input_shape, 10, channels=(32, 64), dropout=0.2)
+    module = Classifier(net, torch.optim.Adam(net.parameters(), lr=3e-3))
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=True, callbacks=[StepTimer()])
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    return steady_step_time(STEP_STARTS), time.perf_counter() - t0
+
+
 def ginlab_loop(epochs: int):
     from ginlab.config import parse
     from ginlab.loop import training_loop
@@ -129,19 +148,24 @@ def main():
     logging.getLogger("ginlab.progress").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
 
-    hand_step, hand_total, gin_step, gin_total = [], [], [], []
+    hand_step, hand_total, gin_step, gin_total, pl_step = [], [], [], [], []
     hand_written(2)  # warm-up: first-call costs of torch kernels
     for _ in range(args.rounds):
         s, t = hand_written(args.epochs)
         hand_step.append(s), hand_total.append(t)
+        pl_step.append(plain_lightning(args.epochs)[0])
         s, t = ginlab_loop(args.epochs)
         gin_step.append(s), gin_total.append(t)
-    hs, gs = statistics.median(hand_step), statistics.median(gin_step)
+    hs, gs, ps = statistics.median(hand_step), statistics.median(gin_step), statistics.median(pl_step)
     ht, gt = statistics.median(hand_total), statistics.median(gin_total)
     print(f"digits CNN, batch 64, {args.epochs} epochs, median of {args.rounds} alternating rounds, "
           f"{torch.get_num_threads()} threads")
-    print(f"steady-state step:  hand-written {1000 * hs:.3f} ms   ginlab {1000 * gs:.3f} ms   "
-          f"ratio {gs / hs:.3f}  (goal <= 1.10)")
+    print(f"steady-state step:  hand-written {1000 * hs:.3f} ms   plain Lightning {1000 * ps:.3f} ms   "
+          f"ginlab {1000 * gs:.3f} ms")
+    print(f"  ratio ginlab / hand-written {gs / hs:.3f}  (goal <= 1.10);  plain Lightning / hand-written "
+          f"{ps / hs:.3f};  ginlab / plain Lightning {gs / ps:.3f}  (what ginlab's callbacks add)")
+    per_round = [g / h for g, h in zip(gin_step, hand_step)]
+    print(f"  per-round ginlab / hand-written: {', '.join(f'{r:.3f}' for r in per_round)}")
     print(f"whole run (train + validation + checkpoint each epoch, + test for ginlab):  hand-written {ht:.2f} s   "
           f"ginlab {gt:.2f} s   ratio {gt / ht:.2f}")
     help_time = command_time([sys.executable, str(ROOT / "bin" / "train.py"), "--help"])

@@ -16,7 +16,9 @@ class Classifier(pl.LightningModule):
         super().__init__()
         self.net = net
         self._optimizer, self._lr_scheduler = optimizer, lr_scheduler
-        self.register_buffer("_train_sums", torch.zeros(2, dtype=torch.float64), persistent=False)  # loss*n, n
+        # Sum of loss * batch size over the epoch (one in-place op per step, no sync) and the example count.
+        self.register_buffer("_train_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
+        self._train_count = 0
         self._eval_sums = {}
 
     def forward(self, x):
@@ -34,15 +36,15 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.cross_entropy(self.net(x), y)
-        with torch.no_grad():
-            self._train_sums += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), dtype=torch.float64)])
+        self._train_loss_sum.add_(loss.detach(), alpha=len(y))
+        self._train_count += len(y)
         return loss
 
     def on_train_epoch_end(self):
-        loss_sum, count = self._train_sums.tolist()
-        if count:
-            self.log("train_loss", loss_sum / count)
-        self._train_sums.zero_()
+        if self._train_count:
+            self.log("train_loss", self._train_loss_sum.item() / self._train_count)
+        self._train_loss_sum.zero_()
+        self._train_count = 0
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def _eval_step(self, batch, stage):
@@ -81,8 +83,9 @@ class Classifier(pl.LightningModule):
 
     # -- exact resume --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["ginlab_train_sums"] = self._train_sums.clone().cpu()
+        checkpoint["ginlab_train_loss"] = {"sum": self._train_loss_sum.clone().cpu(), "count": self._train_count}
 
     def on_load_checkpoint(self, checkpoint):
-        if "ginlab_train_sums" in checkpoint:
-            self._train_sums.copy_(checkpoint["ginlab_train_sums"])
+        if "ginlab_train_loss" in checkpoint:
+            self._train_loss_sum.copy_(checkpoint["ginlab_train_loss"]["sum"])
+            self._train_count = checkpoint["ginlab_train_loss"]["count"]
