@@ -102,10 +102,14 @@ class BatchLoader(DataLoader):
         )
         self.consumed = 0  # batches of the current epoch the training loop has finished (set by callback)
         self.current_epoch = 0
+        self.seed = seed
 
     def __iter__(self):
         self.current_epoch = self.batch_sampler_.epoch
         self.consumed = self.batch_sampler_.start
+        # Worker processes are seeded from this generator: seeded by (seed, epoch), a resumed run gives
+        # the workers of an epoch the same seeds as the uninterrupted run did.
+        self.generator.manual_seed(_mix(self.seed, self.current_epoch, 0x5EED))
         return super().__iter__()
 
     def __len__(self):
