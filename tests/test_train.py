@@ -207,3 +207,44 @@ def test_help_is_fast_because_it_imports_nothing_heavy(tmp_path):
         assert "torch imported" not in proc.stderr
         assert proc.returncode == (0 if args else 2)
     assert "SAVE_DIR" in proc.stderr
+
+
+def test_a_complete_lightning_module_and_a_plain_datamodule_from_outside_src(tmp_path):
+    # The escape hatch for tasks that are not image classification: register a LightningModule as the model
+    # and any LightningDataModule as the data; ginlab brings the run folder, checkpoints and history.
+    (tmp_path / "my_task.py").write_text(
+        "import torch, pytorch_lightning as pl\n"
+        "from torch.utils.data import DataLoader, TensorDataset\n"
+        "from ginlab.registry import register_datamodule, register_model\n"
+        "@register_model('regressor')\n"
+        "class Regressor(pl.LightningModule):\n"
+        "    def __init__(self, lr=0.1):\n"
+        "        super().__init__(); self.layer = torch.nn.Linear(3, 1); self.lr = lr\n"
+        "    def training_step(self, batch, i):\n"
+        "        x, y = batch; loss = torch.nn.functional.mse_loss(self.layer(x), y)\n"
+        "        self.log('train_loss', loss, on_epoch=True, on_step=False); return loss\n"
+        "    def validation_step(self, batch, i):\n"
+        "        x, y = batch; self.log('val_loss', torch.nn.functional.mse_loss(self.layer(x), y))\n"
+        "    def configure_optimizers(self):\n"
+        "        return torch.optim.SGD(self.parameters(), lr=self.lr)\n"
+        "@register_datamodule('lines')\n"
+        "class Lines(pl.LightningDataModule):\n"
+        "    def setup(self, stage):\n"
+        "        g = torch.Generator().manual_seed(0); x = torch.randn(256, 3, generator=g)\n"
+        "        self.data = TensorDataset(x, x @ torch.tensor([[1.0], [-2.0], [0.5]]))\n"
+        "    def train_dataloader(self):\n"
+        "        return DataLoader(self.data, batch_size=32, shuffle=True)\n"
+        "    def val_dataloader(self):\n"
+        "        return DataLoader(self.data, batch_size=64)\n"
+    )
+    config = tmp_path / "task.gin"
+    config.write_text('import my_task\ntraining_loop.model = "regressor"\ntraining_loop.datamodule = "lines"\n'
+                      'training_loop.n_epochs = 3\ntraining_loop.monitor = "val_loss"\n'
+                      'training_loop.monitor_mode = "min"\nregressor.lr = 0.05\n')
+    train(tmp_path / "run", config, pythonpath=[tmp_path], check=0)
+    history = read_jsonl(tmp_path / "run" / "history.jsonl")
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert summary["best"]["val_loss"] == min(row["val_loss"] for row in history)
+    assert read_json(tmp_path / "run" / "config.json")["regressor.lr"] == 0.05

@@ -16,11 +16,13 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from ginlab.callbacks import Checkpointer, Heartbeat, HistoryWriter, Interrupted, ProgressPrinter
 from ginlab.callbacks.checkpointer import step_checkpoints
 from ginlab.checkpoint_io import AtomicCheckpointIO, is_valid, load_checkpoint
 from ginlab.config import ConfigError, flat_config
+from ginlab.data import InMemoryDataModule
 from ginlab.registry import CALLBACKS, DATAMODULES, MODELS
 from ginlab.run_folder import RunFolder, RunFolderError, now
 from ginlab.task import Classifier
@@ -28,15 +30,13 @@ from ginlab.task import Classifier
 log = logging.getLogger("ginlab.progress")
 
 
-class RunFailed(RuntimeError):
-    """Training failed; meta.json says why."""
-
-
 def build_datamodule(name: str, seed: int):
     datamodule = DATAMODULES[name]()
-    datamodule.check()  # missing data: a clear error before anything is written
-    datamodule.seed = seed
-    datamodule.setup()
+    if hasattr(datamodule, "check"):
+        datamodule.check()  # missing data: a clear error before anything is written
+    datamodule.seed = seed  # the order and augmentation seed of ginlab's loaders
+    if isinstance(datamodule, InMemoryDataModule):
+        datamodule.setup()  # the model needs input_shape; Lightning calls setup itself for other modules
     return datamodule
 
 
@@ -44,6 +44,12 @@ def build_model(name: str, datamodule, optimizer, lr_scheduler):
     cls = MODELS[name]
     if isinstance(cls, type) and issubclass(cls, pl.LightningModule):
         return cls()  # a complete LightningModule: it brings its own steps and optimizers
+    if not (hasattr(datamodule, "input_shape") and hasattr(datamodule, "num_classes")):
+        raise ConfigError(
+            f"Model {name!r} is an nn.Module, which ginlab trains as a classifier: the datamodule "
+            f"{type(datamodule).__name__} must provide input_shape and num_classes (InMemoryDataModule does), "
+            f"or register a complete LightningModule as the model instead."
+        )
     net = cls(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
     opt = optimizer(net.parameters())
     scheduler = lr_scheduler(opt) if lr_scheduler is not None else None
@@ -231,7 +237,7 @@ def training_loop(
             best = run.checkpoints / "best.ckpt"
             tested = best if best.exists() else run.checkpoints / "last.ckpt"
             test_metrics = {}
-            if hasattr(module, "test_step") and tested.exists():
+            if is_overridden("test_step", module) and tested.exists():
                 results = trainer.test(module, datamodule=dm, ckpt_path=str(tested), verbose=False,
                                        weights_only=True)
                 test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
