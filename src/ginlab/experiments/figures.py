@@ -120,7 +120,7 @@ def save_final_against_x(
         axis.set_xscale("log")
     axis.set_xlabel(parameter_label(x, short, spec))
     axis.set_ylabel(f"final {label_of(spec.metric)}")
-    over = f" ({len(frame)} runs; dots: single {short[spec.over]}s)" if spec.over in short else ""
+    over = f"\n({len(frame)} runs; dots: single {short[spec.over]}s)" if spec.over in short else ""
     named = (spec.labels or {}).get(x, short[x])
     axis.set_title(f"{name}: final {label_of(spec.metric)} against {named}{over}", fontsize=10)
     axis.grid(alpha=0.3, which="both")
