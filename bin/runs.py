@@ -3,7 +3,7 @@
 
     bin/runs.py results/sweep                     # every run under results/sweep, by name
     bin/runs.py results -s age --status running   # what is running now, most recently active first
-    bin/runs.py results -f Adam.lr=0.001 -c CNN.width --metric val_loss
+    bin/runs.py results -f Adam.lr=0.001 -c cnn.dropout --metric val_loss
 
 The best metric is the one the runs monitor (summary.json), or --metric; runs that have not finished yet get
 it from their history so far. Status "stale" means the run says it is running but its heartbeat stopped.
@@ -88,7 +88,7 @@ def parse_arguments(argv):
     parser.add_argument("-f", "--filter", action="append", default=[], metavar="NAME=VALUE",
                         help="only runs whose config has this value, e.g. Adam.lr=0.001 (repeat a NAME for 'any of')")  # fmt: skip
     parser.add_argument("-c", "--column", dest="columns", action="append", default=[], metavar="NAME",
-                        help="also show this config value or load_runs column, e.g. CNN.width or test/test_acc")  # fmt: skip
+                        help="also show this config value or load_runs column, e.g. cnn.dropout or test/test_acc")  # fmt: skip
     parser.add_argument("--metric", help="the metric whose best value is shown (default: the monitored one)")
     parser.add_argument(
         "--mode", choices=("min", "max"), help="whether lower or higher is better for --metric"
