@@ -13,6 +13,10 @@ _ginlab_setup() {
         local stamp="$root/.venv/.ginlab-requirements"
         # Rebuild only when requirements.txt changed since the last install (compared by content).
         if [ ! -x "$root/.venv/bin/python" ] || ! cmp -s "$root/requirements.txt" "$stamp"; then
+            if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+                echo "e.sh: ginlab needs python3 >= 3.11 (found: $(python3 --version 2>&1)); install it, or put it first on PATH" >&2
+                return 1
+            fi
             echo "e.sh: installing the environment into $root/.venv (first use takes about 2 minutes)" >&2
             [ -x "$root/.venv/bin/python" ] || python3 -m venv "$root/.venv" || return 1
             "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/requirements.txt" || return 1

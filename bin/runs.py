@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ginlab.analysis import RunFolderError, load_histories, load_runs
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from ginlab.analysis import RunFolderError, load_histories, load_runs  # noqa: E402
 
 STATUS_STYLES = {
     "running": "green",

@@ -125,6 +125,38 @@ def test_stop_signal_writes_a_checkpoint_marks_interrupted_and_reload_continues_
     assert_same_run(reference(0), folder)
 
 
+def test_ctrl_c_twice_stops_at_once_and_the_run_still_reloads(tmp_path, reference):
+    folder = tmp_path / "run"
+    proc = start_train(folder, reference.config)
+    assert wait_for_steps(proc, 3)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out
+    assert read_json(folder / "meta.json")["status"] == "interrupted"
+    train(folder, *RELOAD, check=0)
+    assert_same_run(reference(0), folder)
+
+
+def test_signal_handlers_only_set_flags_and_a_second_ctrl_c_stops_at_once():
+    from ginlab.callbacks.checkpointer import Checkpointer
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        checkpointer = Checkpointer("unused", history=None)
+        checkpointer.install_signal_handlers()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert checkpointer.stop_signal == signal.SIGUSR1 and not checkpointer.hard_stop
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: a flag, like SIGTERM
+        assert checkpointer.stop_signal == signal.SIGINT and not checkpointer.hard_stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+        assert checkpointer.hard_stop
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def test_broken_newest_checkpoints_are_skipped_loudly(tmp_path, reference):
     folder = tmp_path / "run"
     code, _ = interrupt([folder, reference.config, "-b", "training_loop.keep_checkpoints=4"], signal.SIGTERM, steps=8)

@@ -33,6 +33,11 @@ def test_meta_records_where_the_run_comes_from(toy_run):
     assert meta["cwd"] == str(ROOT)
     assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["gin"]
     assert set(meta["git"]) == {"commit", "branch", "dirty", "diff"}
+    if (ROOT / ".git").exists():  # the code's repository, whatever the current folder
+        import subprocess
+
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+        assert meta["git"]["commit"] == head.stdout.strip()
     if meta["git"]["dirty"]:
         assert (folder / "git.diff").is_file()
 

@@ -190,6 +190,7 @@ def training_loop(
             run.create(command or [], config_files, list(bindings))
         if on_folder_ready is not None:
             on_folder_ready(run)
+        checkpointer = None
         try:
             run.write_config(gin.operative_config_str(), flat_config())
 
@@ -268,6 +269,13 @@ def training_loop(
             raise
         except BaseException as e:
             import traceback
+
+            if isinstance(e, (KeyboardInterrupt, SystemExit)) and checkpointer is not None and checkpointer.hard_stop:
+                # Lightning turns the second Ctrl-C's KeyboardInterrupt into SystemExit(1).
+                log.info("stopped by a second Ctrl-C: continue from the newest checkpoint with "
+                         "-b training_loop.reload=True")
+                run.update_meta(status="interrupted", ended=now(), heartbeat=now(), exit_code=3)
+                raise Interrupted(signal.SIGINT) from None
 
             run.update_meta(status="failed", ended=now(), heartbeat=now(), exit_code=1,
                             error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +16,14 @@ from pathlib import Path
 
 import filelock
 
-from ginlab.atomic import append_line, atomic_write_json, atomic_write_text, read_jsonl, rewrite_jsonl
+from ginlab.atomic import (
+    append_line,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    rewrite_jsonl,
+)
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -104,7 +110,7 @@ class RunFolder:
         """Start a fresh run here: copy its configs, record where it comes from, mark it running."""
         self.configs.mkdir(parents=True, exist_ok=True)
         for i, f in enumerate(config_files):
-            shutil.copyfile(f, self.configs / f"{i:02d}-{Path(f).name}")
+            atomic_write_bytes(self.configs / f"{i:02d}-{Path(f).name}", Path(f).read_bytes())
         atomic_write_text(self.configs / "bindings.gin", "".join(b + "\n" for b in bindings))
         git = git_state(self.git_diff)
         atomic_write_json(self.meta, {
@@ -180,15 +186,25 @@ def versions() -> dict:
 
 
 def git_state(diff_path: Path) -> dict:
-    """Commit, branch and dirtiness of the code; the diff is saved beside meta.json when dirty."""
+    """Commit, branch and dirtiness of the code; the diff is saved beside meta.json when dirty.
+
+    The code is the repository that holds the ginlab package (a fork of ginlab, run from anywhere); for an
+    installed package, the repository of the current folder.
+    """
+    commit, where = None, None
+    for folder in (Path(__file__).resolve().parent, Path.cwd()):
+        try:
+            out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                 timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            break
+        if out.returncode == 0 and out.stdout.strip():
+            commit, where = out.stdout.strip(), folder
+            break
 
     def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30).stdout
 
-    try:
-        commit = git("rev-parse", "HEAD").strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     if commit is None:
         return {"commit": None, "branch": None, "dirty": None, "diff": None}
     status = git("status", "--porcelain", "--untracked-files=no")

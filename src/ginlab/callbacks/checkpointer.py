@@ -96,6 +96,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
         self.every_n_steps, self.every_n_seconds, self.keep = every_n_steps, every_n_seconds, max(2, keep)
         self.best = None  # {"value", "epoch", "step"}
         self.stop_signal = None
+        self.hard_stop = False  # a second Ctrl-C: stop at once, no checkpoint of the current step
         self._rng_to_restore = None
         self._last_save = time.monotonic()
         self.last_path = None
@@ -116,9 +117,13 @@ class Checkpointer(pl.callbacks.Checkpoint):
         def handler(signum, frame):
             self.stop_signal = signum
 
+        def hard_interrupt(signum, frame):
+            self.hard_stop = True
+            raise KeyboardInterrupt
+
         def interrupt(signum, frame):
             # The first Ctrl-C stops gracefully like SIGTERM; a second one stops at once.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, hard_interrupt)
             handler(signum, frame)
 
         for sig in (signal.SIGTERM, signal.SIGUSR1):
