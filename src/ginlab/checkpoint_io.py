@@ -37,22 +37,24 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def is_valid(path) -> tuple[bool, str]:
-    """Check that a checkpoint file is complete and loadable; return (ok, reason)."""
+def load_verified(path) -> tuple[dict | None, str]:
+    """Load a checkpoint after checking it is complete: (checkpoint, "") or (None, why it is unusable).
+
+    One read serves both the check and the use: checkpoints can be large.
+    """
     path = Path(path)
     try:
         if path.stat().st_size == 0:
-            return False, "empty file"
+            return None, "empty file"
         with zipfile.ZipFile(path) as z:  # torch.save writes a zip archive; a cut file has no directory
             bad = z.testzip()
             if bad is not None:
-                return False, f"corrupt member {bad}"
-        load_checkpoint(path)
-        return True, ""
+                return None, f"corrupt member {bad}"
+        return load_checkpoint(path), ""
     except FileNotFoundError:
-        return False, "missing"
+        return None, "missing"
     except Exception as e:  # any failure to read means: do not resume from it
-        return False, f"{type(e).__name__}: {e}"
+        return None, f"{type(e).__name__}: {e}"
 
 
 class AtomicCheckpointIO(CheckpointIO):

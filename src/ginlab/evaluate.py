@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from ginlab.atomic import atomic_write_bytes, atomic_write_json
-from ginlab.checkpoint_io import is_valid, load_checkpoint
+from ginlab.checkpoint_io import load_verified
 from ginlab.config import ConfigError, parse, split_bindings
 from ginlab.run_folder import RunFolder, now
 
@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-def resolve_checkpoint(run: RunFolder, checkpoint: str) -> tuple[str, Path]:
-    """('best', path) for best|last, or (file stem, path) for a path; errors name the choices."""
+def resolve_checkpoint(run: RunFolder, checkpoint: str) -> tuple[str, Path, dict]:
+    """(name, path, content): name 'best'/'last' or the file's stem for a path; errors name the choices."""
     if checkpoint in ("best", "last"):
         path = run.checkpoints / f"{checkpoint}.ckpt"
         name = checkpoint
@@ -36,10 +36,10 @@ def resolve_checkpoint(run: RunFolder, checkpoint: str) -> tuple[str, Path]:
         available = sorted(p.name for p in run.checkpoints.glob("*.ckpt")) if run.checkpoints.exists() else []
         raise ConfigError(f"Checkpoint not found: {path}. Expected best, last or a path; "
                           f"this run has: {', '.join(available) or 'no checkpoints'}.")
-    ok, reason = is_valid(path)
-    if not ok:
+    state, reason = load_verified(path)
+    if state is None:
         raise ConfigError(f"Checkpoint {path} cannot be read ({reason}); try another one (--checkpoint last).")
-    return name, path
+    return name, path, state
 
 
 def evaluate(save_dir, checkpoint: str = "best", split: str = "test", bindings=()) -> dict:
@@ -49,14 +49,13 @@ def evaluate(save_dir, checkpoint: str = "best", split: str = "test", bindings=(
                           f"(a folder written by bin/train.py is expected).")
     if split not in SPLITS:
         raise ConfigError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
-    name, path = resolve_checkpoint(run, checkpoint)
+    name, path, state = resolve_checkpoint(run, checkpoint)
     base = [run.config_gin] if run.config_gin.exists() else run.config_files()
     parse([], split_bindings(bindings), base_files=base)
 
     from ginlab.loop import build_from_config  # imports Lightning: after the cheap checks
 
     datamodule, module = build_from_config()
-    state = load_checkpoint(path)
     module.load_state_dict(state["state_dict"])
     module.eval()
     x_all, y_all = datamodule.split(split)

@@ -20,7 +20,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from ginlab.callbacks import Checkpointer, Heartbeat, HistoryWriter, Interrupted, ProgressPrinter
 from ginlab.callbacks.checkpointer import step_checkpoints
-from ginlab.checkpoint_io import AtomicCheckpointIO, is_valid, load_checkpoint
+from ginlab.checkpoint_io import AtomicCheckpointIO, load_verified
 from ginlab.config import ConfigError, flat_config
 from ginlab.data import InMemoryDataModule
 from ginlab.registry import CALLBACKS, DATAMODULES, MODELS
@@ -81,14 +81,14 @@ def build_from_config():
     return datamodule, module
 
 
-def newest_valid_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint that is complete and loadable; broken ones are skipped loudly."""
+def newest_valid_checkpoint(folder: Path) -> tuple[Path | None, dict]:
+    """The newest checkpoint that is complete and loadable, and its content; broken ones are skipped loudly."""
     for path in step_checkpoints(folder):
-        ok, reason = is_valid(path)
-        if ok:
-            return path
+        state, reason = load_verified(path)
+        if state is not None:
+            return path, state
         log.warning("WARNING: skipping broken checkpoint %s (%s); trying an older one", path, reason)
-    return None
+    return None, {}
 
 
 @gin.configurable(denylist=["save_dir", "command", "config_files", "bindings", "accepted_changes", "on_folder_ready"])
@@ -174,13 +174,13 @@ def training_loop(
     try:
         if not reload and run.holds_run():  # another process started a run here since the check above
             raise RunFolderError(f"{save_dir} already holds a run (started by another process just now).")
-        checkpoint = None
+        checkpoint, saved_state = None, {}
         if reload:
             for tmp in run.checkpoints.glob(".*.tmp"):
                 tmp.unlink()  # a write that a kill interrupted
-            checkpoint = newest_valid_checkpoint(run.checkpoints)
+            checkpoint, saved_state = newest_valid_checkpoint(run.checkpoints)
             if checkpoint is not None:
-                epoch = load_checkpoint(checkpoint)["epoch"]
+                epoch = saved_state["epoch"]
                 if epoch > n_epochs:
                     raise ConfigError(f"{save_dir} is already at epoch {epoch}: training_loop.n_epochs={n_epochs} "
                                       f"cannot be reached again. Use n_epochs >= {epoch}. Nothing was changed.")
@@ -195,11 +195,8 @@ def training_loop(
             run.write_config(gin.operative_config_str(), flat_config())
 
             history = HistoryWriter(run, log_every_n_steps)
-            if checkpoint is not None:
-                state = load_checkpoint(checkpoint).get("ginlab", {})
-                run.cut_history(state.get("history_rows", 0), state.get("step_rows", 0))
-            else:
-                run.cut_history(0, 0)
+            resumed = saved_state.get("ginlab", {})  # none: the run restarts from step 0, history and all
+            run.cut_history(resumed.get("history_rows", 0), resumed.get("step_rows", 0))
             checkpointer = Checkpointer(run.checkpoints, history, monitor, monitor_mode, checkpoint_every_n_steps,
                                         checkpoint_every_n_seconds, keep_checkpoints)
             all_callbacks = [history, ProgressPrinter(run.path, print_every_n_steps or log_every_n_steps),
