@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """What ginlab's training loop costs per step, against a hand-written PyTorch loop on the same work.
 
-Same model (the digits CNN of configs/cnn.gin), same data (digits, batch 64, batches sliced from in-memory
-tensors), same optimizer, same number of steps; both measured in this one process, alternating, several
-rounds. Steady-state step time is the median interval between consecutive training-step starts within an
-epoch (all per-step costs included: data fetch, callbacks, history, heartbeat, progress, checkpoint checks).
-Epoch-end work (validation, checkpoint) is reported separately as whole-run wall time.
+1. The goal (<= 1.10x): the digits CNN of configs/cnn.gin, batch 64, batches sliced from in-memory tensors, the
+   same optimizer and number of steps, for a hand-written loop, plain Lightning (a textbook LightningModule with
+   automatic optimization, on the same batches) and ginlab's loop; measured in this one process, alternating,
+   several rounds. Steady-state step time is the median interval between consecutive training-step starts
+   within an epoch (all per-step costs included: data fetch, callbacks, history, heartbeat, progress,
+   checkpoint checks); epoch-end work (validation, checkpoint) is reported separately as whole-run wall time.
+2. The per-step overhead itself, in microseconds: the same three loops on a one-layer model with one torch
+   thread, timed in CPU time of the main thread, so that the model's compute is negligible and other load on
+   the machine hardly moves the numbers. This is what 1. is made of, and what to watch when changing callbacks.
 
 Also measured: `bin/train.py --help` (goal < 0.5 s) and start-up to the first training step of a real run.
 
-    python benchmarks/train_overhead.py [--epochs 10] [--rounds 3]
+    python benchmarks/train_overhead.py [--epochs 10] [--rounds 5]
 """
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -26,11 +31,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from ginlab.registry import register_callback  # noqa: E402
+from ginlab.data.digits import Digits  # noqa: E402
+from ginlab.models.cnn import CNN as CNN_MODEL  # noqa: E402
+from ginlab.registry import register_callback, register_model  # noqa: E402
 
 STEP_STARTS = []
+CLOCK = time.perf_counter  # part 2 switches to the main thread's CPU time
 
 
 @register_callback("bench_step_timer")
@@ -39,7 +48,34 @@ class StepTimer(pl.Callback):
         STEP_STARTS.append([])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        STEP_STARTS[-1].append(time.perf_counter())
+        STEP_STARTS[-1].append(CLOCK())
+
+
+@register_model("bench_linear")
+class Linear(nn.Module):
+    """A one-layer model: its step costs next to nothing, so what is measured is the loop around it."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.layer = nn.Linear(math.prod(input_shape), num_classes)
+
+    def forward(self, x):
+        return self.layer(x.flatten(1))
+
+
+class PlainLightning(pl.LightningModule):
+    """The LightningModule a researcher would write: automatic optimization, the loss logged once per epoch."""
+
+    def __init__(self, net, lr, optimizer):
+        super().__init__()
+        self.net, self.lr, self.optimizer_class = net, lr, optimizer
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return self.optimizer_class(self.parameters(), lr=self.lr)
 
 
 def steady_step_time(epochs_of_starts) -> float:
@@ -48,17 +84,24 @@ def steady_step_time(epochs_of_starts) -> float:
     return statistics.median(intervals)
 
 
-def hand_written(epochs: int, seed: int = 0):
-    """The loop a researcher would write: the same model, data split, batches and optimizer."""
-    from ginlab.data.digits import Digits
-    from ginlab.models.cnn import CNN
+# The two workloads: (bindings for ginlab, how the other two loops build the same model, data and optimizer).
+CNN = dict(bindings=[], datamodule=lambda: Digits(batch_size=64),
+           net=lambda dm: CNN_MODEL(dm.input_shape, 10, channels=(32, 64), dropout=0.2),
+           optimizer=torch.optim.Adam, lr=3e-3)
+LINEAR = dict(bindings=["training_loop.model='bench_linear'", "training_loop.optimizer=@torch.optim.SGD",
+                        "torch.optim.SGD.lr=0.1"],
+              datamodule=lambda: Digits(batch_size=64), net=lambda dm: Linear(dm.input_shape, 10),
+              optimizer=torch.optim.SGD, lr=0.1)
 
-    dm = Digits(batch_size=64)
+
+def hand_written(work, epochs: int, seed: int = 0):
+    """The loop a researcher would write: the same model, data split, batches and optimizer."""
+    dm = work["datamodule"]()
     x, y = dm.split("train")
     xv, yv = dm.split("val")
     torch.manual_seed(seed)
-    net = CNN(dm.input_shape, 10, channels=(32, 64), dropout=0.2)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    net = work["net"](dm)
+    opt = work["optimizer"](net.parameters(), lr=work["lr"])
     starts, t0 = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(epochs):
@@ -66,7 +109,7 @@ def hand_written(epochs: int, seed: int = 0):
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
             epoch_starts = []
             for i in range(0, len(x), 64):
-                epoch_starts.append(time.perf_counter())
+                epoch_starts.append(CLOCK())
                 idx = order[i:i + 64]
                 loss = F.cross_entropy(net(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
@@ -81,18 +124,13 @@ def hand_written(epochs: int, seed: int = 0):
     return steady_step_time(starts), time.perf_counter() - t0
 
 
-def plain_lightning(epochs: int):
-    """Lightning alone on the same module and batches: what ginlab's own callbacks add is ginlab - this."""
-    from ginlab.data.digits import Digits
-    from ginlab.models.cnn import CNN
-    from ginlab.task import Classifier
-
+def plain_lightning(work, epochs: int):
+    """Lightning alone, as documented, on the same batches (ginlab's in-memory DataModule)."""
     STEP_STARTS.clear()
-    dm = Digits(batch_size=64)
+    dm = work["datamodule"]()
     dm.setup()
     torch.manual_seed(0)
-    net = CNN(dm.input_shape, 10, channels=(32, 64), dropout=0.2)
-    module = Classifier(net, torch.optim.Adam(net.parameters(), lr=3e-3))
+    module = PlainLightning(work["net"](dm), work["lr"], work["optimizer"])
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, deterministic=True, callbacks=[StepTimer()])
     t0 = time.perf_counter()
@@ -100,14 +138,14 @@ def plain_lightning(epochs: int):
     return steady_step_time(STEP_STARTS), time.perf_counter() - t0
 
 
-def ginlab_loop(epochs: int):
+def ginlab_loop(work, epochs: int):
     from ginlab.config import parse
     from ginlab.loop import training_loop
 
     STEP_STARTS.clear()
     with tempfile.TemporaryDirectory() as tmp:
         parse([ROOT / "configs" / "cnn.gin"], [f"training_loop.n_epochs={epochs}",
-                                               'training_loop.callbacks=["bench_step_timer"]'])
+                                               'training_loop.callbacks=["bench_step_timer"]', *work["bindings"]])
         t0 = time.perf_counter()
         training_loop(os.path.join(tmp, "run"))
         total = time.perf_counter() - t0
@@ -136,7 +174,7 @@ def command_time(args, until=None, repeats=5) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     import logging
     import warnings
@@ -149,25 +187,43 @@ def main():
     warnings.filterwarnings("ignore")
 
     hand_step, hand_total, gin_step, gin_total, pl_step = [], [], [], [], []
-    hand_written(2)  # warm-up: first-call costs of torch kernels
+    hand_written(CNN, 2)  # warm-up: first-call costs of torch kernels
     for _ in range(args.rounds):
-        s, t = hand_written(args.epochs)
+        s, t = hand_written(CNN, args.epochs)
         hand_step.append(s), hand_total.append(t)
-        pl_step.append(plain_lightning(args.epochs)[0])
-        s, t = ginlab_loop(args.epochs)
+        pl_step.append(plain_lightning(CNN, args.epochs)[0])
+        s, t = ginlab_loop(CNN, args.epochs)
         gin_step.append(s), gin_total.append(t)
     hs, gs, ps = statistics.median(hand_step), statistics.median(gin_step), statistics.median(pl_step)
     ht, gt = statistics.median(hand_total), statistics.median(gin_total)
-    print(f"digits CNN, batch 64, {args.epochs} epochs, median of {args.rounds} alternating rounds, "
-          f"{torch.get_num_threads()} threads")
-    print(f"steady-state step:  hand-written {1000 * hs:.3f} ms   plain Lightning {1000 * ps:.3f} ms   "
-          f"ginlab {1000 * gs:.3f} ms")
-    print(f"  ratio ginlab / hand-written {gs / hs:.3f}  (goal <= 1.10);  plain Lightning / hand-written "
-          f"{ps / hs:.3f};  ginlab / plain Lightning {gs / ps:.3f}  (what ginlab's callbacks add)")
     per_round = [g / h for g, h in zip(gin_step, hand_step)]
+    print(f"1. digits CNN, batch 64, {args.epochs} epochs, {args.rounds} alternating rounds, "
+          f"{torch.get_num_threads()} threads (wall time)")
+    print(f"steady-state step (median of rounds):  hand-written {1000 * hs:.3f} ms   plain Lightning "
+          f"{1000 * ps:.3f} ms   ginlab {1000 * gs:.3f} ms")
+    print(f"  ginlab / hand-written: {statistics.median(per_round):.3f} (median of per-round ratios; goal <= 1.10)"
+          f";  plain Lightning / hand-written {ps / hs:.3f};  ginlab / plain Lightning {gs / ps:.3f}")
     print(f"  per-round ginlab / hand-written: {', '.join(f'{r:.3f}' for r in per_round)}")
     print(f"whole run (train + validation + checkpoint each epoch, + test for ginlab):  hand-written {ht:.2f} s   "
           f"ginlab {gt:.2f} s   ratio {gt / ht:.2f}")
+
+    global CLOCK
+    CLOCK, threads = time.thread_time, torch.get_num_threads()
+    torch.set_num_threads(1)
+    overhead = {"hand-written": [], "plain Lightning": [], "ginlab": []}
+    for _ in range(args.rounds):
+        overhead["hand-written"].append(hand_written(LINEAR, args.epochs)[0])
+        overhead["plain Lightning"].append(plain_lightning(LINEAR, args.epochs)[0])
+        overhead["ginlab"].append(ginlab_loop(LINEAR, args.epochs)[0])
+    torch.set_num_threads(threads)
+    CLOCK = time.perf_counter
+    us = {name: 1e6 * statistics.median(times) for name, times in overhead.items()}
+    print("2. per-step cost on a one-layer model (1 thread, CPU time of the main thread, median of rounds):")
+    print(f"  hand-written {us['hand-written']:.0f} us   plain Lightning {us['plain Lightning']:.0f} us "
+          f"(+{us['plain Lightning'] - us['hand-written']:.0f})   ginlab {us['ginlab']:.0f} us "
+          f"(+{us['ginlab'] - us['hand-written']:.0f})")
+    print(f"  ginlab's overhead is {100 * (us['ginlab'] - us['hand-written']) / (1e6 * hs):.1f}% of a hand-written "
+          f"CNN step ({1000 * hs:.2f} ms)")
     help_time = command_time([sys.executable, str(ROOT / "bin" / "train.py"), "--help"])
     print(f"bin/train.py --help: {help_time:.3f} s  (goal < 0.5 s)")
     with tempfile.TemporaryDirectory() as tmp:

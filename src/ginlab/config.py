@@ -25,6 +25,7 @@ RELOAD_MAY_CHANGE = {
     "training_loop.heartbeat_seconds",
     "training_loop.mlflow_tracking_uri",
     "training_loop.mlflow_experiment",
+    "training_loop.profiler",
 }
 
 

@@ -23,6 +23,7 @@ from ginlab.callbacks.checkpointer import step_checkpoints
 from ginlab.checkpoint_io import AtomicCheckpointIO, load_verified
 from ginlab.config import ConfigError, flat_config
 from ginlab.data import InMemoryDataModule
+from ginlab.profiling import build_profiler
 from ginlab.registry import CALLBACKS, DATAMODULES, MODELS
 from ginlab.run_folder import RunFolder, RunFolderError, now
 from ginlab.task import Classifier
@@ -40,7 +41,7 @@ def build_datamodule(name: str, seed: int):
     return datamodule
 
 
-def build_model(name: str, datamodule, optimizer, lr_scheduler):
+def build_model(name: str, datamodule, optimizer, lr_scheduler, gradient_clip_val=None):
     cls = MODELS[name]
     if isinstance(cls, type) and issubclass(cls, pl.LightningModule):
         return cls()  # a complete LightningModule: it brings its own steps and optimizers
@@ -53,7 +54,7 @@ def build_model(name: str, datamodule, optimizer, lr_scheduler):
     net = cls(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
     opt = optimizer(net.parameters())
     scheduler = lr_scheduler(opt) if lr_scheduler is not None else None
-    return Classifier(net, opt, scheduler)
+    return Classifier(net, opt, scheduler, gradient_clip_val)
 
 
 def setting(name: str):
@@ -77,7 +78,8 @@ def build_from_config():
     seed = setting("seed")
     pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = build_datamodule(setting("datamodule"), seed)
-    module = build_model(setting("model"), datamodule, setting("optimizer"), setting("lr_scheduler"))
+    module = build_model(setting("model"), datamodule, setting("optimizer"), setting("lr_scheduler"),
+                         setting("gradient_clip_val"))
     return datamodule, module
 
 
@@ -117,6 +119,7 @@ def training_loop(
     devices="auto",
     mlflow_tracking_uri: str | None = None,
     mlflow_experiment: str = "ginlab",
+    profiler: str | None = None,
     reload: bool = False,
     reload_allow_changes: bool = False,
     command=None,
@@ -140,6 +143,7 @@ def training_loop(
         keep_checkpoints: rolling checkpoints kept (at least 2). heartbeat_seconds: meta.json heartbeat.
         deterministic: torch deterministic algorithms (bitwise-reproducible on CPU).
         mlflow_tracking_uri: also log to this MLflow server (TensorBoard is always on).
+        profiler: None (off), or "simple" / "advanced" / "pytorch": Lightning's profiler, report in profile/.
         reload: continue the run in save_dir from its newest valid checkpoint.
         reload_allow_changes: reload even though the configuration differs (recorded in meta.json).
     Raises:
@@ -162,8 +166,15 @@ def training_loop(
     pl.seed_everything(seed, workers=True, verbose=False)
     try:
         dm = build_datamodule(datamodule, seed)
-        module = build_model(model, dm, optimizer, lr_scheduler)
+        module = build_model(model, dm, optimizer, lr_scheduler, gradient_clip_val)
+        if gradient_clip_val is not None and not isinstance(module, Classifier) and not module.automatic_optimization:
+            raise ConfigError(f"training_loop.gradient_clip_val={gradient_clip_val} cannot apply to {model!r}: it "
+                              f"optimizes manually, so it must clip in its own training_step (self.clip_gradients); "
+                              f"remove the binding.")
         extra = [CALLBACKS[name]() for name in callbacks]
+        profiler = build_profiler(profiler, run.path)
+    except ConfigError:
+        raise
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"Could not build the run from its configuration: {e}") from e
     except FileNotFoundError as e:
@@ -215,7 +226,8 @@ def training_loop(
                 accelerator=accelerator,
                 devices=devices,
                 precision=precision,
-                gradient_clip_val=gradient_clip_val,
+                # Classifier clips in its own step; Lightning's option is for automatic optimization only.
+                gradient_clip_val=gradient_clip_val if module.automatic_optimization else None,
                 deterministic=deterministic,
                 callbacks=all_callbacks,
                 logger=loggers,
@@ -225,6 +237,7 @@ def training_loop(
                 use_distributed_sampler=False,  # the batch sampler decides the order; see data/batching.py
                 plugins=[AtomicCheckpointIO(), *_cluster_plugins()],
                 default_root_dir=str(run.path),
+                profiler=profiler,
             )
             checkpointer.install_signal_handlers()
             trainer.fit(module, datamodule=dm, ckpt_path=str(checkpoint) if checkpoint else None,
