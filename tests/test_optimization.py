@@ -6,8 +6,8 @@ import shutil
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from conftest import ROOT, read_json, read_jsonl, train
+
 from ginlab.data.toy import Toy
 from ginlab.task import Classifier
 
