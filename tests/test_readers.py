@@ -11,10 +11,12 @@ from conftest import ROOT, train, tree_snapshot
 
 from ginlab import jsonlines
 from ginlab.analysis import RunFolderError as ReadError
-from ginlab.analysis import UnreadableRunsWarning, jsonl, load_H, load_histories, load_runs
+from ginlab.analysis import UnreadableRunsWarning, jsonl, load_C, load_H, load_histories, load_runs
 from ginlab.experiments.cli import epochs_done
 from ginlab.experiments.experiment import ExperimentError
+from ginlab.experiments.runs import Run, config_differences
 from ginlab.experiments.slurm import SlurmBackend, SlurmOptions
+from ginlab.gin_reader import read_gin
 from ginlab.run_folder import RunFolder, RunFolderError
 
 # -- JSON-lines: a cut or garbled last line is dropped, a damaged line before it is an error ---------------
@@ -174,3 +176,219 @@ def test_experiments_name_a_damaged_slurm_submissions_line(tmp_path):
     backend.submissions.write_text('{"array_id": "17", "ind\n' + json.dumps(entry) + "\n")
     with pytest.raises(ExperimentError, match=r"submissions.jsonl line 1 is not valid JSON.*cancel that array"):
         backend.last_jobs()
+
+
+# -- gin text: one reader, two modes ---------------------------------------------------------------------
+
+CONFIG = '''# What this config is: a full-line comment.
+import ginlab.models                       # imports name code, not values
+LR = 3e-3                                  # a macro
+STEPS = %LR
+training_loop.optimizer = @torch.optim.Adam  # the optimizer class itself
+training_loop.model = @CNN()
+training_loop.callbacks = [
+    "lr_monitor",   # a comment inside a multi-line value
+    "swa",
+]
+torch.optim.Adam.lr = %LR
+torch.optim.Adam.betas = (0.9,
+                          0.999)
+train/torch.optim.Adam.eps = 1e-8
+eval/CNN.dropout = 0.0
+schedule.warmup = %STEPS
+schedule.unknown = %NOT_BOUND
+schedule.fn = \\
+    @train/warmup()
+data.name = "digits # not a comment"
+data.tag = 'a#b'
+data.sizes = {"train": (100, 20), 'val': [@x, %LR], "none": None}
+data.single = (1,)
+data.empty = ()
+data.flag = True
+cnn:
+    channels = [8, 16]
+    width = 2
+'''
+
+CONFIG_VALUES = {
+    "training_loop.optimizer": "@torch.optim.Adam",
+    "training_loop.model": "@CNN()",
+    "training_loop.callbacks": ["lr_monitor", "swa"],
+    "torch.optim.Adam.lr": 0.003,
+    "torch.optim.Adam.betas": [0.9, 0.999],
+    "train/torch.optim.Adam.eps": 1e-8,
+    "eval/CNN.dropout": 0.0,
+    "schedule.warmup": 0.003,
+    "schedule.unknown": "%NOT_BOUND",
+    "schedule.fn": "@train/warmup()",
+    "data.name": "digits # not a comment",
+    "data.tag": "a#b",
+    "data.sizes": {"train": [100, 20], "val": ["@x", 0.003], "none": None},
+    "data.single": [1],
+    "data.empty": [],
+    "data.flag": True,
+    "cnn.channels": [8, 16],
+    "cnn.width": 2,
+}
+
+CONFIG_TEXTS = {
+    "LR": "0.003",
+    "STEPS": "%LR",
+    "training_loop.optimizer": "@torch.optim.Adam",
+    "training_loop.model": "@CNN()",
+    "training_loop.callbacks": "['lr_monitor', 'swa']",
+    "torch.optim.Adam.lr": "%LR",
+    "torch.optim.Adam.betas": "(0.9, 0.999)",
+    "train/torch.optim.Adam.eps": "1e-08",
+    "eval/CNN.dropout": "0.0",
+    "schedule.warmup": "%STEPS",
+    "schedule.unknown": "%NOT_BOUND",
+    "schedule.fn": "@train/warmup()",
+    "data.name": "'digits # not a comment'",
+    "data.tag": "'a#b'",
+    "data.sizes": "{'train': (100, 20), 'val': [@x, %LR], 'none': None}",
+    "data.single": "(1,)",
+    "data.empty": "()",
+    "data.flag": "True",
+    "cnn.channels": "[8, 16]",
+    "cnn.width": "2",
+}
+
+
+def test_values_mode_gives_typed_values_with_macros_resolved():
+    values = read_gin(CONFIG, "x.gin")
+    assert values == CONFIG_VALUES
+    assert list(values) == list(CONFIG_VALUES)  # in the order of the file
+
+
+def test_text_mode_gives_one_text_per_value_with_macros_kept():
+    assert read_gin(CONFIG, "x.gin", mode="text") == CONFIG_TEXTS
+
+
+def test_text_mode_ignores_comments_layout_quotes_and_number_spelling():
+    other = '''LR = 0.003
+STEPS = %LR
+training_loop.optimizer = @torch.optim.Adam
+training_loop.model = @CNN()
+training_loop.callbacks = ['lr_monitor', 'swa']
+torch.optim.Adam.lr = %LR
+torch.optim.Adam.betas = (0.9, 0.999)
+train/torch.optim.Adam.eps = 0.00000001
+eval/CNN.dropout = 0.
+schedule.warmup = %STEPS
+schedule.unknown = %NOT_BOUND
+schedule.fn = @train/warmup()  # where the warm-up comes from
+data.name = 'digits # not a comment'
+data.tag = "a#b"
+data.sizes = {'train': (100, 20), "val": [@x, %LR], 'none': None}
+data.single = (1,)
+data.empty = ()
+data.flag = True
+cnn.channels = [8,
+                16]
+cnn.width = 2
+'''
+    assert read_gin(other, mode="text") == CONFIG_TEXTS
+
+
+def test_a_later_binding_wins_in_both_modes():
+    text = "a.x = 1\nLR = 1\na.y = %LR\na.x = 2\nLR = 5\n"
+    assert read_gin(text) == {"a.x": 2, "a.y": 5}
+    assert read_gin(text, mode="text") == {"a.x": "2", "LR": "5", "a.y": "%LR"}
+
+
+def test_macros_that_refer_to_each_other_in_a_cycle_stay_unresolved():
+    assert read_gin("A = %B\nB = %A\nf.x = %A\n") == {"f.x": "%A"}
+
+
+def test_includes_are_followed_relative_to_root_only_when_root_is_given(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.gin").write_text(
+        'include "configs/more.gin"\ninclude "configs/gone.gin"\nLR = 0.1\nf.lr = %LR\nf.n = 1\n'
+    )
+    (tmp_path / "configs" / "more.gin").write_text('include "configs/base.gin"  # a cycle\nf.m = @g\n')
+    top = 'include "configs/base.gin"\nf.n = 2\n'
+    assert read_gin(top, mode="text", root=tmp_path) == {
+        "include configs/base.gin": "included",
+        "f.m": "@g",
+        "include configs/gone.gin": "missing",
+        "LR": "0.1",
+        "f.lr": "%LR",
+        "f.n": "2",
+    }
+    assert read_gin(top, root=tmp_path) == {
+        "include configs/base.gin": "included",
+        "f.m": "@g",
+        "include configs/gone.gin": "missing",
+        "f.lr": 0.1,
+        "f.n": 2,
+    }
+    assert read_gin(top) == read_gin(top, mode="values") == {"f.n": 2}  # no root: includes skipped
+    assert read_gin(top, mode="text") == {"f.n": "2"}
+
+
+@pytest.mark.parametrize("mode", ["values", "text"])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("a.x = 1\na.y = = 2\n", "line 2: Unable to parse value: 'a.y = = 2'"),
+        ("a.x = 1\na.y 2\n", "line 2: Couldn't parse statement"),
+        ("a.x = [1,\n  2\n", "line 3: EOF in multi-line statement (a bracket or string left open)"),
+    ],
+    ids=["value", "statement", "open bracket"],
+)
+def test_invalid_gin_names_the_file_the_line_and_what_gin_expects(text, where, mode):
+    with pytest.raises(ValueError) as raised:
+        read_gin(text, "configs/x.gin", mode=mode)
+    message = str(raised.value)
+    assert message.startswith(f"configs/x.gin is not valid gin: {where}")
+    assert message.endswith("Expected gin statements such as `configurable.param = value`; correct that line.")
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="mode must be 'values' or 'text', not 'typed'"):
+        read_gin("a.x = 1\n", mode="typed")
+
+
+def test_load_C_reads_config_gin_with_the_values_mode(tmp_path):
+    run = write_run(tmp_path / "run", WHOLE)
+    run.config_json.unlink()
+    run.config_gin.write_text(CONFIG)
+    assert load_C(run.path) == CONFIG_VALUES
+    run.config_gin.write_text("a.x = [1,\n")
+    with pytest.raises(ReadError, match=r"config.gin is not valid gin: line 2: EOF in multi-line statement"):
+        load_C(run.path)
+
+
+def prepared_run(tmp_path, saved: str, prepared: str, bindings: str = "") -> Run:
+    """A run folder started with `saved` (as bin/train.py copies it into configs/) and a prepared config."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "prepared.gin").write_text(prepared)
+    configs = tmp_path / "runs" / "a" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "00-prepared.gin").write_text(saved)
+    (configs / "bindings.gin").write_text(bindings)
+    return Run(0, "a", {}, tmp_path / "runs" / "a", ["prepared.gin"])
+
+
+def test_experiments_compare_a_run_folder_with_its_prepared_config_by_value_text(tmp_path):
+    uncommented = CONFIG.replace("# a comment inside a multi-line value", "").replace("# the optimizer class itself", "")
+    run = prepared_run(tmp_path, CONFIG, uncommented)
+    assert config_differences(run, tmp_path) == []  # references, also inside containers, read as written
+    run = prepared_run(tmp_path / "2", CONFIG, CONFIG.replace("data.sizes = {", "data.sizes = {'test': 1, "),
+                       bindings="training_loop.reload = True\n")  # fmt: skip
+    assert config_differences(run, tmp_path / "2") == [
+        "data.sizes: run folder has {'train': (100, 20), 'val': [@x, %LR], 'none': None}, "
+        "prepared {'test': 1, 'train': (100, 20), 'val': [@x, %LR], 'none': None}"
+    ]
+    run = prepared_run(tmp_path / "3", CONFIG, CONFIG, bindings="torch.optim.Adam.lr = 0.1\n")
+    assert config_differences(run, tmp_path / "3") == ["torch.optim.Adam.lr: run folder has 0.1, prepared %LR"]
+
+
+def test_experiments_refuse_a_run_folder_whose_saved_config_is_not_valid_gin(tmp_path):
+    run = prepared_run(tmp_path, "a.x = = 1\n", "a.x = 1\n")
+    assert config_differences(run, tmp_path) == [
+        f"configs: {run.save_dir}/configs/00-prepared.gin is not valid gin: line 1: Unable to parse value: "
+        "'a.x = = 1'. Expected gin statements such as `configurable.param = value`; correct that line. "
+        "Until then the run cannot be compared with the prepared one."
+    ]
