@@ -3,6 +3,7 @@
 A file is written to a temporary file in the same folder (so the rename never crosses filesystems),
 flushed, fsynced, renamed over its final name, and the folder is fsynced so the rename itself is durable.
 A crash leaves the old or the new version under the final name, never a mix.
+Append-only JSON-lines files (history.jsonl ...) are written and read by ginlab.jsonlines.
 """
 
 import json
@@ -55,39 +56,3 @@ def atomic_write_text(path, text: str) -> None:
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def append_line(path, line: str) -> None:
-    """Append one whole line with a single write, so a crash can cut at most the last line.
-
-    Readers drop a last line that does not end in a newline or does not parse.
-    """
-    data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path) -> list[dict]:
-    """Read a JSON-lines file written by `append_line`, dropping a cut or unparsable last line."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return []
-    lines = data.split(b"\n")
-    # The last element is b"" when the file ends in a newline; otherwise it is a line cut mid-write.
-    rows = []
-    for line in lines[:-1]:
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # only a crash can produce this, and only on the last line of a write
-    return rows
-
-
-def rewrite_jsonl(path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

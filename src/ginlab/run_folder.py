@@ -16,14 +16,8 @@ from pathlib import Path
 
 import filelock
 
-from ginlab.atomic import (
-    append_line,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    read_jsonl,
-    rewrite_jsonl,
-)
+from ginlab import jsonlines
+from ginlab.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -137,6 +131,8 @@ class RunFolder:
         return meta
 
     def record_reload(self, command: list[str], checkpoint, accepted_changes: list[str]) -> None:
+        # The first change a reload makes to the run: a damaged history is refused before it, not halfway.
+        self.check_logs_before_reload()
         meta = self.read_meta()
         meta["reloads"].append({
             "time": now(), "checkpoint": str(checkpoint) if checkpoint else None, "host": socket.gethostname(),
@@ -151,23 +147,47 @@ class RunFolder:
         atomic_write_json(self.config_json, flat)
 
     def append_history(self, row: dict) -> None:
-        append_line(self.history, json.dumps(row))
+        jsonlines.append_line(self.history, json.dumps(row))
 
     def append_step(self, row: dict) -> None:
-        append_line(self.steps, json.dumps(row))
+        jsonlines.append_line(self.steps, json.dumps(row))
 
     def history_rows(self) -> list[dict]:
-        return read_jsonl(self.history)
+        """history.jsonl's rows (a cut last line dropped). Raises jsonlines.JsonLinesError for a damaged line."""
+        return self._read_log(self.history)[0]
 
     def step_rows(self) -> list[dict]:
-        return read_jsonl(self.steps)
+        return self._read_log(self.steps)[0]
+
+    def check_logs_before_reload(self) -> None:
+        """Refuse a reload whose history.jsonl or steps.jsonl has a damaged line before the last one.
+
+        Checked before the reload changes anything: cutting a damaged file back to the resumed checkpoint
+        would count its rows wrongly and keep the wrong ones.
+        """
+        try:
+            self.history_rows()
+            self.step_rows()
+        except jsonlines.JsonLinesError as error:
+            raise RunFolderError(f"Cannot reload {self.path}: {error} Nothing was changed.") from None
 
     def cut_history(self, history_rows: int, step_rows: int) -> None:
-        """Keep the first rows that the resumed checkpoint had seen written; drop what came after it."""
+        """Keep the first rows that the resumed checkpoint had seen written; drop what came after it.
+
+        A file whose last line was dropped (cut or garbled by a crash) is rewritten too, so that the next
+        line is not appended after a damaged one, which readers would then have to refuse.
+        """
         for path, keep in [(self.history, history_rows), (self.steps, step_rows)]:
-            rows = read_jsonl(path)
-            if len(rows) != keep or (path.exists() and not path.read_bytes().endswith(b"\n") and path.stat().st_size):
-                rewrite_jsonl(path, rows[:keep])
+            rows, clean = self._read_log(path)
+            if len(rows) != keep or not clean:
+                jsonlines.rewrite(path, rows[:keep])
+
+    @staticmethod
+    def _read_log(path: Path) -> tuple[list[dict], bool]:
+        """The file's rows, and whether the file holds exactly their lines (nothing dropped at its end)."""
+        data = jsonlines.read_bytes(path)
+        whole, _ = jsonlines.complete_part(data)
+        return jsonlines.parse_records(whole, str(path)), whole == data
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.summary, summary)

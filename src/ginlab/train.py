@@ -58,6 +58,7 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
     if not run.meta.exists():
         raise RunFolderError(f"Cannot reload {save_dir}: it holds no run (no meta.json). "
                              f"Leave out training_loop.reload=True to start a fresh run there.")
+    run.check_logs_before_reload()
     base = [run.config_gin] if run.config_gin.exists() else run.config_files()
     saved = run.saved_config()
     if not saved:  # killed before config.json was written: what it was started with is the reference

@@ -1,21 +1,20 @@
-"""Reading JSON-lines files that may still be being written (history.jsonl, steps.jsonl).
+"""Reading many JSON-lines files fast (history.jsonl), under the one rule of ginlab.jsonlines.
 
-The run folder contract (docs/run-folder.md, "Atomic writes"): append-only files get one whole line per
-write; a reader drops a last line that does not end in a newline or does not parse, so a crash or a
-concurrent writer never shows up as a wrong number. Every function here applies that rule.
+The rule (docs/run-folder.md, "Atomic writes"; defined in ginlab.jsonlines): a last line that does not end
+in a newline or is not a JSON object is dropped (a run writing it, or a crash mid-write), so it is never read
+as a wrong number; a damaged line before it is an error naming the file and line.
 
 Two paths give the same rows:
-- `read_records(path)`: the json module, line by line; names the line of any damage.
+- `read_records(path)` (from ginlab.jsonlines): the json module, line by line; names the line of any damage.
 - `read_tables(paths)`: all files' bytes parsed in one pass by pyarrow (2,000 files x 100 lines in about
   0.4 s instead of 1.4 s for one call per file), with the rows given back to their files by counting lines
   and checking that each file's last row is the record that file ends with. Whatever the fast pass cannot
-  vouch for is parsed file by file.
+  vouch for is parsed file by file, which reports damage as the rule says.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -25,16 +24,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from ginlab.jsonlines import JsonLinesError, complete_part, parse_records, read_bytes, read_records
+
+__all__ = ["JsonLinesError", "Tables", "read_last_record", "read_records", "read_tables"]
+
 logger = logging.getLogger(__name__)
 
 # Files are parsed together in chunks of about this many bytes, so that one damaged file sends only its
 # chunk to the slow path.
 CHUNK_BYTES = 16 << 20
 TAIL_BYTES = 16 << 10
-
-
-class JsonLinesError(ValueError):
-    """A line other than the last one of a JSON-lines file does not parse."""
 
 
 @dataclass
@@ -46,86 +45,12 @@ class Tables:
     errors: dict[str, str]  # path -> why it could not be read (its count is 0)
 
 
-def complete_part(data: bytes) -> tuple[bytes, dict | None]:
-    """Cut `data` to its whole, parseable lines; also give the last record (None when there is none).
-
-    A last line without its newline is dropped, and so is a last line that does not parse as a JSON
-    object (a writer that died mid-line on a file system that does not keep write order).
-    """
-    end = _end_of_last_line(data, data.rfind(b"\n") + 1)
-    if end == 0:
-        return b"", None
-    start = data.rfind(b"\n", 0, end - 1) + 1
-    record = _loads_object(data[start:end])
-    if record is not None:
-        return data[:end], record
-    logger.debug("dropping an unparseable last line %r", data[start:end][:80])
-    end = _end_of_last_line(data, start)
-    if end == 0:
-        return b"", None
-    # Lines before the last are trusted to be whole; a broken one is reported by parse_records.
-    return data[:end], _loads_object(data[data.rfind(b"\n", 0, end - 1) + 1 : end])
-
-
-def _end_of_last_line(data: bytes, end: int) -> int:
-    """Where the last non-blank line of data[:end] ends (0 when there is none)."""
-    while end > 0:
-        start = data.rfind(b"\n", 0, end - 1) + 1
-        if data[start:end].strip():
-            return end
-        end = start
-    return 0
-
-
-def _loads_object(line: bytes) -> dict | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """The file's bytes; b"" when it does not exist (a run that has not finished its first epoch)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return b""
-
-
-def parse_records(data: bytes, name: str = "<bytes>") -> list[dict]:
-    """Parse whole lines (as given by `complete_part`) with the json module.
-
-    Raises:
-        JsonLinesError: a line does not parse or is not a JSON object; the message names the line.
-    """
-    records = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as error:
-            raise JsonLinesError(f"{name} line {number} is not valid JSON ({error}): {line[:80]!r}") from None
-        if not isinstance(record, dict):
-            raise JsonLinesError(f"{name} line {number} is not a JSON object: {line[:80]!r}")
-        records.append(record)
-    return records
-
-
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """All complete records of a JSON-lines file ([] when it does not exist).
-
-    Raises:
-        JsonLinesError: a line before the last one is damaged.
-    """
-    data, _ = complete_part(read_bytes(path))
-    return parse_records(data, str(path))
-
-
 def read_last_record(path: str | os.PathLike) -> dict | None:
-    """The last complete record of a JSON-lines file, reading only its tail (None when there is none)."""
+    """The last complete record of a JSON-lines file, reading only its tail (None when there is none).
+
+    Raises:
+        JsonLinesError: the line before a dropped last line is damaged.
+    """
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
@@ -134,15 +59,18 @@ def read_last_record(path: str | os.PathLike) -> dict | None:
                 start = max(0, size - length)
                 f.seek(start)
                 data = f.read(size - start)
-                # Enough once the tail holds a whole line besides a possibly partial first one.
-                if start == 0 or data.count(b"\n") >= 2:
+                if start > 0:
+                    data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""  # its first line may be cut
+                whole, last = complete_part(data)
+                if whole or start == 0:  # a line to keep, or the whole file seen
                     break
                 length *= 4
     except FileNotFoundError:
         return None
-    if start > 0:
-        data = data[data.find(b"\n") + 1 :]  # the first line of the tail may be cut
-    return complete_part(data)[1]
+    if whole and last is None:  # the line kept last is damaged: reading the whole file names its line
+        records = read_records(path)
+        return records[-1] if records else None
+    return last
 
 
 def read_tables(paths: list[str]) -> Tables:

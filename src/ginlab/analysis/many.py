@@ -90,7 +90,7 @@ def load_runs(
     for run in found.runs:
         try:
             row = _run_row(run, found, select, now, stale_after, config_keys, seen_keys)
-        except (RunFolderError, OSError) as error:
+        except (RunFolderError, jsonl.JsonLinesError, OSError) as error:  # a damaged history.jsonl line
             found.problems[run] = _message(run, error)
             continue
         if row is not None:

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ginlab.analysis import jsonl
-from ginlab.analysis.config_gin import parse_config_gin
+from ginlab.gin_reader import read_gin
 
 # The run-folder format versions this reader understands (docs/run-folder.md, "Versions").
 KNOWN_FORMAT_VERSIONS = (1,)
@@ -138,7 +138,7 @@ def load_config(run: Run) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     try:
-        return parse_config_gin(text, path)
+        return read_gin(text, path, mode="values")
     except ValueError as error:
         raise RunFolderError(str(error)) from None
 

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from ginlab.experiments.experiment import Experiment, ExperimentError, grid_changed, load_prepared, prepare
 from ginlab.experiments.runs import inspect_run
+from ginlab.jsonlines import complete_part, read_bytes
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -294,11 +295,15 @@ def status_command(experiment: Experiment, args) -> int:
 
 
 def epochs_done(save_dir: Path) -> str:
-    try:
-        with open(save_dir / "history.jsonl", "rb") as f:
-            return str(sum(1 for line in f if line.endswith(b"\n")))
-    except FileNotFoundError:
+    """The history lines a reader keeps (ginlab.jsonlines: a cut or garbled last line is no epoch).
+
+    Counted, not parsed: a damaged line before the last is reported when the run is reloaded or loaded.
+    """
+    path = save_dir / "history.jsonl"
+    if not path.is_file():
         return ""
+    whole, _ = complete_part(read_bytes(path))
+    return str(sum(1 for line in whole.split(b"\n") if line.strip()))
 
 
 def details(experiment: Experiment, run, state) -> str:

@@ -17,11 +17,9 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-import gin
-import gin.config_parser
-
 from ginlab.analysis.run import effective_status as reader_status
 from ginlab.config import RELOAD_MAY_CHANGE  # what a reload may change; a finished run must match on the rest
+from ginlab.gin_reader import read_gin
 from ginlab.processes import process_alive
 
 RELOAD = "training_loop.reload=True"
@@ -106,22 +104,29 @@ def effective_status(meta: dict, now: datetime | None = None) -> str:
 def config_differences(run: Run, root: Path) -> list[str]:
     """The gin bindings on which the run folder's saved configs and the prepared configs disagree.
 
-    Compares parsed values, not text: comments, layout and order do not count, and `1e-3` equals `0.001`.
-    Each difference reads "name: run folder has X, prepared Y".
+    Compares the values' canonical text (ginlab.gin_reader, mode "text"), not the files: comments, layout
+    and order do not count, and `1e-3` equals `0.001`. Each difference reads "name: run folder has X,
+    prepared Y".
     """
     saved_dir = run.save_dir / "configs"
     saved_files = sorted(p for p in saved_dir.glob("*.gin") if p.name != "bindings.gin")
     if not saved_files:
         return [f"configs: {saved_dir} holds no config files, so the run cannot be compared"]
-    saved = {}
-    for path in saved_files:
-        saved.update(parse_gin(path.read_text(), root))
     if (saved_dir / "bindings.gin").is_file():
-        saved.update(parse_gin((saved_dir / "bindings.gin").read_text(), root))
-    prepared = {}
-    for name in run.config_files:
-        path = Path(name) if Path(name).is_absolute() else root / name
-        prepared.update(parse_gin(path.read_text(), root) if path.is_file() else {f"file {name}": "missing"})
+        saved_files.append(saved_dir / "bindings.gin")
+    try:
+        saved = {}
+        for path in saved_files:
+            saved.update(read_gin(path.read_text(), str(path), mode="text", root=root))
+        prepared = {}
+        for name in run.config_files:
+            path = Path(name) if Path(name).is_absolute() else root / name
+            if path.is_file():
+                prepared.update(read_gin(path.read_text(), str(path), mode="text", root=root))
+            else:
+                prepared[f"file {name}"] = "missing"
+    except ValueError as error:  # a run that cannot be compared is not taken for the prepared one
+        return [f"configs: {error} Until then the run cannot be compared with the prepared one."]
     differences = []
     for key in dict.fromkeys([*prepared, *saved]):
         if key in IGNORED or saved.get(key) == prepared.get(key):
@@ -130,30 +135,3 @@ def config_differences(run: Run, root: Path) -> list[str]:
             f"{key}: run folder has {saved.get(key, '(not set)')}, prepared {prepared.get(key, '(not set)')}"
         )
     return differences
-
-
-def parse_gin(text: str, root: Path, seen: frozenset = frozenset()) -> dict[str, str]:
-    """{"scope/configurable.parameter": value as text} for every binding of a gin text, includes followed."""
-    values = {}
-    parser = gin.config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True))
-    for statement in parser:
-        if isinstance(statement, gin.config_parser.IncludeStatement):
-            path = Path(statement.filename)
-            path = path if path.is_absolute() else root / path
-            if path in seen or not path.is_file():
-                values[f"include {statement.filename}"] = "missing" if not path.is_file() else "included"
-                continue
-            values.update(parse_gin(path.read_text(), root, seen | {path}))
-        elif isinstance(statement, gin.config_parser.BindingStatement):
-            key = ".".join(part for part in (statement.selector, statement.arg_name) if part)
-            key = f"{statement.scope}/{key}" if statement.scope else key
-            values[key] = value_text(statement)
-    return values
-
-
-def value_text(statement) -> str:
-    value = statement.value
-    if isinstance(value, (bool, int, float, str, type(None), list, tuple, dict)):
-        return repr(value)
-    # References (@name()) and macros (%NAME): their text as written.
-    return statement.location.line_content.split("=", 1)[1].strip()

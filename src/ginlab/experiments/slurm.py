@@ -25,11 +25,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ginlab.atomic import append_line, atomic_write_text, read_jsonl
+from ginlab.atomic import atomic_write_text
 from ginlab.experiments.experiment import ExperimentError
 from ginlab.experiments.local import Outcome, describe_owner, refusal_message
 from ginlab.experiments.progress import Counts, Progress
 from ginlab.experiments.runs import RELOAD, Run, effective_status, inspect_run, read_meta
+from ginlab.jsonlines import JsonLinesError, append_line, read_records
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,16 @@ class SlurmBackend:
 
     def _submitted_names(self) -> dict[tuple[str, int], str]:
         """{(array id, array index): run name} of every submission (indices can change when the grid does)."""
+        try:
+            entries = read_records(self.submissions)
+        except JsonLinesError as error:
+            # Skipping the line would forget that submission's jobs, and `run` would submit its runs again.
+            raise ExperimentError(
+                f"{error} Each line records one job array this experiment submitted: if you delete one, "
+                f"cancel that array's jobs (squeue shows them) before `run` submits their runs again."
+            ) from None
         names = {}
-        for entry in read_jsonl(self.submissions):
+        for entry in entries:
             for index, name in zip(entry["indices"], entry["names"]):
                 names[str(entry["array_id"]), index] = name
         return names
