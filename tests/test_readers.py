@@ -392,3 +392,17 @@ def test_experiments_refuse_a_run_folder_whose_saved_config_is_not_valid_gin(tmp
         "'a.x = = 1'. Expected gin statements such as `configurable.param = value`; correct that line. "
         "Until then the run cannot be compared with the prepared one."
     ]
+
+
+def test_a_reload_refuses_a_history_shorter_than_its_checkpoint_counts(tmp_path):
+    """Rows lost after the checkpoint counted them (a truncated copy): refused, untouched, with the way out."""
+    run = tmp_path / "run"
+    train(run, ROOT / "configs" / "toy.gin", check=0)
+    history = run / "history.jsonl"
+    history.write_text("".join(history.read_text().splitlines(keepends=True)[:1]))  # 3 rows -> 1
+    before = tree_snapshot(run)
+    proc = train(run, "-b", "training_loop.reload=True#training_loop.n_epochs=4", check=2)
+    assert f"error: Cannot reload {run}: history.jsonl holds 1 rows, but the checkpoint to resume was written " \
+           f"after 3" in proc.stderr
+    assert "delete the newer step-*.ckpt files" in proc.stderr
+    assert tree_snapshot(run) == before

@@ -195,7 +195,9 @@ def training_loop(
                 if epoch > n_epochs:
                     raise ConfigError(f"{save_dir} is already at epoch {epoch}: training_loop.n_epochs={n_epochs} "
                                       f"cannot be reached again. Use n_epochs >= {epoch}. Nothing was changed.")
-            run.record_reload(command or [], checkpoint, accepted_changes=list(accepted_changes))
+            rows = saved_state.get("ginlab", {})
+            run.record_reload(command or [], checkpoint, accepted_changes=list(accepted_changes),
+                              history_rows=rows.get("history_rows", 0), step_rows=rows.get("step_rows", 0))
             log.info("==== reload %s from %s", now(), checkpoint or "the start (no checkpoint was written yet)")
         else:
             run.create(command or [], config_files, list(bindings))

@@ -130,9 +130,10 @@ class RunFolder:
         atomic_write_json(self.meta, meta)
         return meta
 
-    def record_reload(self, command: list[str], checkpoint, accepted_changes: list[str]) -> None:
+    def record_reload(self, command: list[str], checkpoint, accepted_changes: list[str], history_rows: int = 0,
+                      step_rows: int = 0) -> None:
         # The first change a reload makes to the run: a damaged history is refused before it, not halfway.
-        self.check_logs_before_reload()
+        self.check_logs_before_reload(history_rows, step_rows)
         meta = self.read_meta()
         meta["reloads"].append({
             "time": now(), "checkpoint": str(checkpoint) if checkpoint else None, "host": socket.gethostname(),
@@ -159,17 +160,38 @@ class RunFolder:
     def step_rows(self) -> list[dict]:
         return self._read_log(self.steps)[0]
 
-    def check_logs_before_reload(self) -> None:
-        """Refuse a reload whose history.jsonl or steps.jsonl has a damaged line before the last one.
+    def sync_logs(self) -> None:
+        """fsync history.jsonl and steps.jsonl. Called before a checkpoint records how many rows they hold, so
+        that even after a machine crash the files hold at least the rows a checkpoint counts on."""
+        for path in (self.history, self.steps):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def check_logs_before_reload(self, history_rows: int = 0, step_rows: int = 0) -> None:
+        """Refuse a reload whose history.jsonl or steps.jsonl has a damaged line before the last one, or fewer
+        rows than the checkpoint to resume was written after (history_rows, step_rows).
 
         Checked before the reload changes anything: cutting a damaged file back to the resumed checkpoint
-        would count its rows wrongly and keep the wrong ones.
+        would count its rows wrongly and keep the wrong ones; a file short of rows would go on with a gap.
         """
         try:
-            self.history_rows()
-            self.step_rows()
+            have = {self.history: len(self.history_rows()), self.steps: len(self.step_rows())}
         except jsonlines.JsonLinesError as error:
             raise RunFolderError(f"Cannot reload {self.path}: {error} Nothing was changed.") from None
+        for path, need in [(self.history, history_rows), (self.steps, step_rows)]:
+            if have[path] < need:
+                raise RunFolderError(
+                    f"Cannot reload {self.path}: {path.name} holds {have[path]} rows, but the checkpoint to "
+                    f"resume was written after {need}: rows were lost since (the file was replaced, cut, or "
+                    f"copied incompletely). Restore {path.name} from a copy, or delete the newer step-*.ckpt "
+                    f"files in checkpoints/ so that the reload resumes from one the file agrees with. "
+                    f"Nothing was changed.")
 
     def cut_history(self, history_rows: int, step_rows: int) -> None:
         """Keep the first rows that the resumed checkpoint had seen written; drop what came after it.

@@ -136,6 +136,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
         return getattr(datamodule, "train_loader", None)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.history.run.sync_logs()  # the rows this checkpoint counts must be on disk before it is
         loader = self._loader(trainer)
         checkpoint["ginlab"] = {
             "rng": get_rng_state(),
