@@ -131,3 +131,16 @@ def test_a_copied_run_folder_keeps_working(tmp_path):
     train(run, "-b", "training_loop.reload=True#training_loop.n_epochs=5", check=0)
     summary = read_json(run / "summary.json")
     assert summary["epochs"] == 5 and summary["steps"] == 100
+
+
+def test_the_profiler_reports_into_the_run_folder(tmp_path):
+    train(tmp_path / "run", TOY, "-b", 'training_loop.profiler="simple"', check=0)
+    report = (tmp_path / "run" / "profile" / "fit-profile.txt").read_text()
+    assert "run_training_batch" in report and "[Callback]Checkpointer.on_train_epoch_end" in report
+
+
+def test_an_unknown_profiler_is_a_configuration_error(tmp_path):
+    proc = train(tmp_path / "run", TOY, "-b", 'training_loop.profiler="simpel"', check=2)
+    assert "training_loop.profiler='simpel' is not a profiler: expected None (off) or one of 'advanced', " \
+           "'pytorch', 'simple'" in proc.stderr
+    assert not (tmp_path / "run").exists()
