@@ -26,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from ginlab.atomic import fsync_dir
+from ginlab.callbacks.hooks import skip_unused_batch_hooks
 
 log = logging.getLogger("ginlab.progress")
 STEP_FILE = re.compile(r"step-(\d+)\.ckpt$")
@@ -78,6 +79,7 @@ def step_checkpoints(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: int(STEP_FILE.search(p.name).group(1)), reverse=True)
 
 
+@skip_unused_batch_hooks
 class Checkpointer(pl.callbacks.Checkpoint):
     """Args:
     folder: where checkpoints go (run_folder/checkpoints).

@@ -4,9 +4,11 @@ import time
 
 import pytorch_lightning as pl
 
+from ginlab.callbacks.hooks import skip_unused_batch_hooks
 from ginlab.run_folder import RunFolder, now
 
 
+@skip_unused_batch_hooks
 class Heartbeat(pl.Callback):
     def __init__(self, run: RunFolder, every_seconds: float = 30.0):
         self.run, self.every_seconds = run, every_seconds

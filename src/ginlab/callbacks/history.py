@@ -8,9 +8,11 @@ import time
 
 import pytorch_lightning as pl
 
+from ginlab.callbacks.hooks import skip_unused_batch_hooks
 from ginlab.run_folder import RunFolder
 
 
+@skip_unused_batch_hooks
 class HistoryWriter(pl.callbacks.Checkpoint):
     # A Checkpoint subclass only so that Lightning calls its on_train_epoch_end in the "monitoring" pass,
     # after the LightningModule's own on_train_epoch_end has logged the epoch's training metrics.

@@ -9,6 +9,8 @@ import time
 
 import pytorch_lightning as pl
 
+from ginlab.callbacks.hooks import skip_unused_batch_hooks
+
 log = logging.getLogger("ginlab.progress")
 
 
@@ -17,6 +19,7 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+@skip_unused_batch_hooks
 class ProgressPrinter(pl.Callback):
     def __init__(self, run_path, every_n_steps: int = 50):
         self.run_path, self.every_n_steps = run_path, every_n_steps
@@ -57,7 +60,10 @@ class ProgressPrinter(pl.Callback):
             pass
         loss = outputs["loss"].detach() if isinstance(outputs, dict) else None
         if loss is not None:
-            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            if self._loss_sum is None:
+                self._loss_sum = loss.clone()
+            else:
+                self._loss_sum.add_(loss)  # in place: no new tensor per step
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:
             self._print(trainer, step)
