@@ -10,7 +10,8 @@ share of every epoch's batches, gradients averaged after each step. ginlab's rul
   thread that SIGKILLs the main process as soon as another one exits with a non-zero code, which can come
   before rank 0 has recorded the outcome in meta.json or exited with its own code (3 after a signal).
   Rank 0 instead waits for the others at the end, kills them when it fails itself, and names those that
-  failed.
+  failed. A process that dies before it joined the process group would leave rank 0 waiting for it (30
+  minutes): a watcher thread then records the outcome in meta.json and ends rank 0.
 - Every decision that leads to a collective operation (stop on a signal, write a checkpoint) is taken
   together: a process that alone decided to save would wait forever for the others.
 """
@@ -18,6 +19,7 @@ share of every epoch's batches, gradients averaged after each step. ginlab's rul
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -124,14 +126,24 @@ def check_strategy(trainer) -> None:
 
 
 class Workers:
-    """The other processes of this node in a DDP run, when this process has to start them (see the module doc)."""
+    """The other processes of this node in a DDP run, when this process has to start them (see the module doc).
 
-    def __init__(self):
+    Args: grace: seconds this process has to notice, by itself, that another one died (an error in its next
+    collective operation, handled like any failure) before the watcher ends it.
+    """
+
+    def __init__(self, grace: float = 10.0):
         self.procs: list[tuple[int, subprocess.Popen]] = []  # (global rank, process)
+        self.grace = grace
         self._done = False
+        self._lock = threading.Lock()  # between finish() and the watcher: one of them decides how it ends
 
-    def start(self, trainer) -> None:
-        """Start ranks 1..n-1 of this node running the same command line, if Lightning would start them here."""
+    def start(self, trainer, run=None, stop_signal=lambda: None) -> None:
+        """Start ranks 1..n-1 of this node running the same command line, if Lightning would start them here.
+
+        run: the RunFolder, where the watcher records an outcome; stop_signal(): the stop signal received, if
+        any (then the outcome is "interrupted", not "failed").
+        """
         from pytorch_lightning.strategies import DDPStrategy
 
         strategy = trainer.strategy
@@ -146,6 +158,50 @@ class Workers:
         for local_rank in range(1, local):
             proc = subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank)})
             self.procs.append((node * local + local_rank, proc))
+        threading.Thread(target=self._watch, args=(run, stop_signal), daemon=True, name="ginlab-workers").start()
+
+    def _watch(self, run, stop_signal) -> None:
+        """End this process when another one died and this one has not noticed it within `grace` seconds.
+
+        torch.distributed notices a dead peer once the process group exists (its connection closes), but not
+        while the group is being formed: rank 0 would wait for the process-group timeout. A process can die
+        then, e.g. on a Ctrl-C while it imports torch. Without the dead process no step and no checkpoint can
+        follow, so ending here loses nothing: the outcome goes to meta.json, and the process exits with 3 after
+        a stop signal (reload continues from the last checkpoint) or 1.
+        """
+        from ginlab.run_folder import now
+
+        died = None
+        while not self._done:
+            time.sleep(0.5)
+            gone = [(rank, proc) for rank, proc in self.procs if proc.poll() not in (None, 0, EXIT_INTERRUPTED)]
+            if not gone:
+                continue
+            died = died or time.monotonic()
+            if time.monotonic() - died < self.grace:
+                continue
+            with self._lock:
+                if self._done:  # finish() started meanwhile: this process noticed after all
+                    return
+                self._done = True
+                for _, proc in self.procs:
+                    proc.kill()
+                what = "; ".join(f"rank {rank} (pid {proc.pid}) exited with code {proc.returncode}"
+                                 for rank, proc in gone)
+                signum = stop_signal()
+                code = EXIT_INTERRUPTED if signum is not None else 1
+                message = (f"{what}, and rank 0 was still waiting for it {self.grace:.0f} s later (a process that "
+                           f"dies before the process group is formed is not noticed otherwise). Continue with -b "
+                           f"training_loop.reload=True.")
+                print(f"error: {message}", file=sys.stderr, flush=True)
+                if run is not None and run.writer:
+                    status = "interrupted" if code == EXIT_INTERRUPTED else "failed"
+                    run.update_meta(status=status, ended=now(), heartbeat=now(), exit_code=code,
+                                    error=None if signum is not None else {"type": "ProcessLost", "message": message,
+                                                                         "traceback": None})
+                    run.lock_info.unlink(missing_ok=True)  # the OS lock goes with the process
+                time.sleep(0.5)  # the log copy thread (Tee) writes the message to log.txt
+                os._exit(code)
 
     def finish(self, failed: bool, timeout: float = 60) -> list[str]:
         """Wait for the other processes to end; describe those that did not end well.
@@ -154,9 +210,10 @@ class Workers:
         operation with it and would wait for the process-group timeout (30 minutes). They hold nothing that
         needs saving: only rank 0 writes. Called again, returns [] at once.
         """
-        if self._done:
-            return []
-        self._done = True
+        with self._lock:
+            if self._done:
+                return []
+            self._done = True
         deadline = time.monotonic() + (1.0 if failed else timeout)
         problems = []
         for rank, proc in self.procs:

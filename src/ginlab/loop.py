@@ -239,7 +239,7 @@ def training_loop(
                 default_root_dir=str(run.path),
             )
             check_strategy(trainer)
-            workers.start(trainer)
+            workers.start(trainer, run, lambda: checkpointer.stop_signal)
             checkpointer.install_signal_handlers()
             trainer.fit(module, datamodule=dm, ckpt_path=str(checkpoint) if checkpoint else None,
                         weights_only=True)
