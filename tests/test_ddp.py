@@ -183,6 +183,43 @@ def test_sigterm_to_rank_0_stops_both_processes_and_reload_continues_exactly(tmp
     assert_same_run(run, reference)
 
 
+def environment(pid: int) -> bytes:
+    try:
+        return b"\0" + Path(f"/proc/{pid}/environ").read_bytes()  # NUL-separated, as the process was started
+    except OSError:
+        return b""
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)": state, ppid, ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_rank_1_dying_before_the_process_group_exists_ends_rank_0_with_the_reason(tmp_path, config):
+    # torch.distributed would keep rank 0 waiting for it for 30 minutes; ginlab's watcher ends it after 10 s.
+    run = tmp_path / "run"
+    proc = start_train(run, config)
+    children = []
+    while not children and proc.poll() is None:  # rank 0 also runs git: find the child started as rank 1
+        children = [pid for pid in children_of(proc.pid) if b"\0LOCAL_RANK=1\0" in environment(pid)]
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)  # while it starts up
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, out
+    meta = read_json(run / "meta.json")
+    assert meta["status"] == "failed" and meta["error"]["type"] == "ProcessLost"
+    assert f"rank 1 (pid {children[0]}) exited with code -9" in meta["error"]["message"]
+    assert "reload=True" in meta["error"]["message"] and not (run / ".lock.json").exists()
+    assert processes_using(run) == []
+
+
 def test_a_reload_with_another_number_of_processes_is_refused(tmp_path, reference):
     run = tmp_path / "run"
     shutil.copytree(reference, run)
