@@ -156,7 +156,8 @@ class Workers:
                           NODE_RANK=str(node), WORLD_SIZE=str(local * nodes), LOCAL_RANK="0")
         command = _this_command()
         for local_rank in range(1, local):
-            proc = subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank)})
+            proc = subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank),
+                                                  "GINLAB_RANK0_PID": str(os.getpid())})
             self.procs.append((node * local + local_rank, proc))
         threading.Thread(target=self._watch, args=(run, stop_signal), daemon=True, name="ginlab-workers").start()
 
@@ -229,6 +230,25 @@ class Workers:
             if code != 0 and not (code == EXIT_INTERRUPTED and not failed):  # stopped by a signal, as rank 0 was
                 problems.append(f"rank {rank} (pid {proc.pid}) exited with code {code}")
         return problems
+
+
+def follow_rank_0() -> None:
+    """In a process started by Workers: end it as soon as the process that started it is gone.
+
+    Once the processes are connected, a dead rank 0 makes the next collective operation fail; while they
+    connect, the others would wait for it until the process-group timeout (30 minutes). They hold nothing
+    worth keeping (only rank 0 writes), so they just exit.
+    """
+    parent = os.environ.get("GINLAB_RANK0_PID")
+    if not parent:
+        return
+
+    def watch():
+        while os.getppid() == int(parent):  # a process whose parent died gets a new parent
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="ginlab-rank-0").start()
 
 
 def _this_command() -> list[str]:

@@ -119,9 +119,11 @@ def _query(name, default):
 
 
 def main(save_dir: str, config_files: list[str], binding_strings: list[str], argv: list[str]) -> int:
-    from ginlab.distributed import is_main_process, process_label
+    from ginlab.distributed import follow_rank_0, is_main_process, process_label
 
     main_process = is_main_process()
+    if not main_process:
+        follow_rank_0()
     setup_logging(main_process)
     from ginlab.config import ConfigError
     from ginlab.run_folder import RunFolderError
