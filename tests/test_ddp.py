@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -217,6 +218,22 @@ def test_rank_1_dying_before_the_process_group_exists_ends_rank_0_with_the_reaso
     assert meta["status"] == "failed" and meta["error"]["type"] == "ProcessLost"
     assert f"rank 1 (pid {children[0]}) exited with code -9" in meta["error"]["message"]
     assert "reload=True" in meta["error"]["message"] and not (run / ".lock.json").exists()
+    assert processes_using(run) == []
+
+
+def test_rank_0_killed_while_rank_1_starts_up_leaves_no_process_behind(tmp_path, config):
+    # Rank 1 would wait 30 minutes to connect to a rank 0 that is gone; it follows rank 0 instead.
+    run = tmp_path / "run"
+    proc = start_train(run, config)
+    children = []
+    while not children and proc.poll() is None:
+        children = [pid for pid in children_of(proc.pid) if b"\0LOCAL_RANK=1\0" in environment(pid)]
+    proc.kill()
+    proc.communicate(timeout=60)
+    for _ in range(600):
+        if not processes_using(run):
+            break
+        time.sleep(0.1)
     assert processes_using(run) == []
 
 
