@@ -239,8 +239,8 @@ def training_loop(
                 default_root_dir=str(run.path),
             )
             check_strategy(trainer)
+            checkpointer.install_signal_handlers()  # before the other processes start: a signal is then a flag
             workers.start(trainer, run, lambda: checkpointer.stop_signal)
-            checkpointer.install_signal_handlers()
             trainer.fit(module, datamodule=dm, ckpt_path=str(checkpoint) if checkpoint else None,
                         weights_only=True)
             if checkpointer.stop_requested():

@@ -107,6 +107,13 @@ class Checkpointer(pl.callbacks.Checkpoint):
         self._distributed = False  # several processes (DDP): set when training starts
 
     # -- signals -------------------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage):
+        # Lightning installs its own SIGTERM handler right before training and testing (after this hook), and
+        # until on_train_start replaces it, a SIGTERM would reach it. Under DDP it runs a collective operation
+        # (a broadcast) inside the handler, in the signalled process alone: the processes then wait for each
+        # other forever (seen with a SIGTERM to rank 0 during the sanity check). The signals are ours.
+        trainer._signal_connector.register_signal_handlers = lambda: None
+
     def on_train_start(self, trainer, pl_module):
         # Lightning registers its own SIGTERM handler when fit starts; it would raise SystemExit(0) at the next
         # loop boundary, possibly before a checkpoint of the last step exists. Ours must be the only one.
