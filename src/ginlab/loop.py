@@ -23,6 +23,7 @@ from ginlab.callbacks.checkpointer import step_checkpoints
 from ginlab.checkpoint_io import AtomicCheckpointIO, load_verified
 from ginlab.config import ConfigError, flat_config
 from ginlab.data import InMemoryDataModule
+from ginlab.distributed import STRATEGIES, Workers, check_strategy, is_main_process
 from ginlab.profiling import build_profiler
 from ginlab.registry import CALLBACKS, DATAMODULES, MODELS
 from ginlab.run_folder import RunFolder, RunFolderError, now
@@ -117,6 +118,7 @@ def training_loop(
     deterministic: bool = True,
     accelerator: str = "auto",
     devices="auto",
+    strategy: str = "auto",
     mlflow_tracking_uri: str | None = None,
     mlflow_experiment: str = "ginlab",
     profiler: str | None = None,
@@ -142,6 +144,8 @@ def training_loop(
         checkpoint_every_n_steps / checkpoint_every_n_seconds: mid-epoch checkpoints (None: off).
         keep_checkpoints: rolling checkpoints kept (at least 2). heartbeat_seconds: meta.json heartbeat.
         deterministic: torch deterministic algorithms (bitwise-reproducible on CPU).
+        accelerator, devices: as in Lightning; devices > 1 trains with DDP, one process per device.
+        strategy: "auto" (DDP when devices > 1), "ddp" or "ddp_find_unused_parameters_true"; see docs/resume.md.
         mlflow_tracking_uri: also log to this MLflow server (TensorBoard is always on).
         profiler: None (off), or "simple" / "advanced" / "pytorch": Lightning's profiler, report in profile/.
         reload: continue the run in save_dir from its newest valid checkpoint.
@@ -150,13 +154,14 @@ def training_loop(
         ConfigError: bad configuration or missing data (nothing written). RunFolderError: folder unusable.
         Interrupted: stopped by a signal after writing a checkpoint. Other exceptions: training failed.
     """
-    run = RunFolder(save_dir)
+    # Under DDP only the process the user started owns the folder; the others train with a read-only view.
+    run = RunFolder(save_dir, writer=is_main_process())
     if reload and not run.meta.exists():
         raise RunFolderError(
             f"Cannot reload {save_dir}: it holds no run (no meta.json). "
             f"Start a fresh run by leaving out training_loop.reload=True."
         )
-    if not reload and run.holds_run():
+    if not reload and run.writer and run.holds_run():
         raise RunFolderError(
             f"{save_dir} already holds a run. To continue it, add -b training_loop.reload=True; "
             f"to start a new run, choose another folder. Nothing was changed."
@@ -164,6 +169,9 @@ def training_loop(
 
     # -- build: every configuration error surfaces here, before the run folder is touched --------------------
     pl.seed_everything(seed, workers=True, verbose=False)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"training_loop.strategy={strategy!r} is not supported: expected one of "
+                          f"{', '.join(map(repr, STRATEGIES))}. ginlab trains in one process or with DDP.")
     try:
         dm = build_datamodule(datamodule, seed)
         module = build_model(model, dm, optimizer, lr_scheduler, gradient_clip_val)
@@ -182,12 +190,13 @@ def training_loop(
 
     # -- the run folder: one writer; fresh, or cut back to the checkpoint it resumes ------------------------
     run.acquire()
+    workers = Workers()
     try:
-        if not reload and run.holds_run():  # another process started a run here since the check above
+        if not reload and run.writer and run.holds_run():  # another process started a run here since the check above
             raise RunFolderError(f"{save_dir} already holds a run (started by another process just now).")
         checkpoint, saved_state = None, {}
         if reload:
-            for tmp in run.checkpoints.glob(".*.tmp"):
+            for tmp in run.checkpoints.glob(".*.tmp") if run.writer else ():
                 tmp.unlink()  # a write that a kill interrupted
             checkpoint, saved_state = newest_valid_checkpoint(run.checkpoints)
             if checkpoint is not None:
@@ -201,7 +210,7 @@ def training_loop(
             log.info("==== reload %s from %s", now(), checkpoint or "the start (no checkpoint was written yet)")
         else:
             run.create(command or [], config_files, list(bindings))
-        if on_folder_ready is not None:
+        if on_folder_ready is not None and run.writer:
             on_folder_ready(run)
         checkpointer = None
         try:
@@ -218,7 +227,9 @@ def training_loop(
                 all_callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=early_stopping_patience))
             all_callbacks.append(checkpointer)
             loggers = [TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False)]
-            if mlflow_tracking_uri:
+            if not run.writer:
+                loggers = []  # TensorBoard and MLflow are the run folder's: written by its owner only
+            elif mlflow_tracking_uri:
                 loggers.append(_mlflow_logger(run, mlflow_tracking_uri, mlflow_experiment))
             for logger in loggers:  # the configuration beside the curves (TensorBoard hparams, MLflow params)
                 logger.log_hyperparams(flat_config())
@@ -227,6 +238,7 @@ def training_loop(
                 max_epochs=n_epochs,
                 accelerator=accelerator,
                 devices=devices,
+                strategy=strategy,
                 precision=precision,
                 # Classifier clips in its own step; Lightning's option is for automatic optimization only.
                 gradient_clip_val=gradient_clip_val if module.automatic_optimization else None,
@@ -241,10 +253,12 @@ def training_loop(
                 default_root_dir=str(run.path),
                 profiler=profiler,
             )
-            checkpointer.install_signal_handlers()
+            check_strategy(trainer)
+            checkpointer.install_signal_handlers()  # before the other processes start: a signal is then a flag
+            workers.start(trainer, run, lambda: checkpointer.stop_signal)
             trainer.fit(module, datamodule=dm, ckpt_path=str(checkpoint) if checkpoint else None,
                         weights_only=True)
-            if checkpointer.stop_signal is not None:
+            if checkpointer.stop_requested():
                 raise Interrupted(checkpointer.stop_signal)
 
             best = run.checkpoints / "best.ckpt"
@@ -282,6 +296,7 @@ def training_loop(
         except BaseException as e:
             import traceback
 
+            failed_others = workers.finish(failed=True)
             if isinstance(e, (KeyboardInterrupt, SystemExit)) and checkpointer is not None and checkpointer.hard_stop:
                 # Lightning turns the second Ctrl-C's KeyboardInterrupt into SystemExit(1).
                 log.info("stopped by a second Ctrl-C: continue from the newest checkpoint with "
@@ -289,11 +304,16 @@ def training_loop(
                 run.update_meta(status="interrupted", ended=now(), heartbeat=now(), exit_code=3)
                 raise Interrupted(signal.SIGINT) from None
 
+            message = str(e) + "".join(f"\n{p}" for p in failed_others)
+            if failed_others:
+                log.info("other processes of this run: %s", "; ".join(failed_others))
             run.update_meta(status="failed", ended=now(), heartbeat=now(), exit_code=1,
-                            error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
+                            error={"type": type(e).__name__, "message": message, "traceback": traceback.format_exc()})
             raise
         return summary
     finally:
+        for problem in workers.finish(failed=False):
+            log.warning("WARNING: %s", problem)
         run.release()
 
 

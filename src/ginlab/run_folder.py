@@ -5,6 +5,7 @@ history files are append-only whole lines, and a reload cuts the history back to
 """
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -31,9 +32,28 @@ class RunFolderError(RuntimeError):
     """A run folder that cannot be used as asked (holds a run, missing, locked by another process ...)."""
 
 
+def _writes(method):
+    """A method that changes the folder: it does nothing in a RunFolder opened with writer=False."""
+
+    @functools.wraps(method)
+    def write(self, *args, **kwargs):
+        if self.writer:
+            return method(self, *args, **kwargs)
+        return None
+
+    return write
+
+
 class RunFolder:
-    def __init__(self, path):
+    """Args:
+    path: the folder.
+    writer: False for the other processes of a multi-process (DDP) run: they run the same training code as
+        the process that owns the folder, but only that one locks and writes it (see ginlab.distributed).
+    """
+
+    def __init__(self, path, writer: bool = True):
         self.path = Path(path)
+        self.writer = writer
         self.meta = self.path / "meta.json"
         self.config_gin = self.path / "config.gin"
         self.config_json = self.path / "config.json"
@@ -65,6 +85,7 @@ class RunFolder:
         return sorted(self.configs.glob("*.gin")) if self.configs.exists() else []
 
     # -- one writer ----------------------------------------------------------------------------------------
+    @_writes
     def acquire(self) -> None:
         """Become the only writer of this folder, or fail naming the process that is."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -100,6 +121,7 @@ class RunFolder:
             return {}
 
     # -- writing -------------------------------------------------------------------------------------------
+    @_writes
     def create(self, command: list[str], config_files, bindings: list[str]) -> None:
         """Start a fresh run here: copy its configs, record where it comes from, mark it running."""
         self.configs.mkdir(parents=True, exist_ok=True)
@@ -124,12 +146,14 @@ class RunFolder:
             "reloads": [],
         })
 
+    @_writes
     def update_meta(self, **changes) -> dict:
         meta = self.read_meta()
         meta.update(changes)
         atomic_write_json(self.meta, meta)
         return meta
 
+    @_writes
     def record_reload(self, command: list[str], checkpoint, accepted_changes: list[str], history_rows: int = 0,
                       step_rows: int = 0) -> None:
         # The first change a reload makes to the run: a damaged history is refused before it, not halfway.
@@ -143,13 +167,16 @@ class RunFolder:
                     error=None, exit_code=None)
         atomic_write_json(self.meta, meta)
 
+    @_writes
     def write_config(self, operative_gin: str, flat: dict) -> None:
         atomic_write_text(self.config_gin, operative_gin)
         atomic_write_json(self.config_json, flat)
 
+    @_writes
     def append_history(self, row: dict) -> None:
         jsonlines.append_line(self.history, json.dumps(row))
 
+    @_writes
     def append_step(self, row: dict) -> None:
         jsonlines.append_line(self.steps, json.dumps(row))
 
@@ -193,6 +220,7 @@ class RunFolder:
                     f"files in checkpoints/ so that the reload resumes from one the file agrees with. "
                     f"Nothing was changed.")
 
+    @_writes
     def cut_history(self, history_rows: int, step_rows: int) -> None:
         """Keep the first rows that the resumed checkpoint had seen written; drop what came after it.
 
@@ -211,6 +239,7 @@ class RunFolder:
         whole, _ = jsonlines.complete_part(data)
         return jsonlines.parse_records(whole, str(path)), whole == data
 
+    @_writes
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.summary, summary)
 

@@ -3,6 +3,8 @@
 Metrics are accumulated in tensors during the epoch and logged once at its end (train_loss, val_loss,
 val_acc, test_loss, test_acc): per-step `self.log` calls would cost more than a small model's step.
 The accumulators are part of the checkpoint, so an epoch resumed mid-way reports the same mean.
+Under DDP each process sums over its own share of the batches, and the sums are added up across processes
+before the means are taken: the metrics are those of the whole epoch and the whole evaluation split.
 
 The optimizer step is written out here (Lightning's "manual optimization": zero_grad, backward, clip, step),
 because Lightning's automatic optimization wraps the same four calls in closures and hook dispatch that cost
@@ -17,6 +19,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ginlab import distributed
 
 # Attributes set on every training step: Lightning sets _current_fx_name before and after each of the ~20 hooks
 # it calls per step (about 45 times), and training_step counts examples. nn.Module.__setattr__ first checks
@@ -36,6 +40,8 @@ class Classifier(pl.LightningModule):
         self.automatic_optimization = False
         # Sum of loss * batch size over the epoch (one in-place op per step, no sync) and the example count.
         self.register_buffer("_train_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
+        # DDP copies rank 0's buffers to the other processes before each forward; this one is each process's own.
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ["_train_loss_sum"])
         self._train_count = 0
         self._eval_sums = {}
 
@@ -73,9 +79,17 @@ class Classifier(pl.LightningModule):
     # inspect honours a stored __signature__, which turns that 20 us into 4 us.
     training_step.__signature__ = inspect.signature(training_step)
 
+    def _log_global(self, name: str, value: float) -> None:
+        # `value` is already the same in every process (from sums added up across them). sync_dist=True says so
+        # to Lightning, which warns otherwise; "max" of equal values keeps it bit for bit (a mean may round).
+        self.log(name, value, sync_dist=True, reduce_fx="max")
+
     def on_train_epoch_end(self):
-        if self._train_count:
-            self.log("train_loss", self._train_loss_sum.item() / self._train_count)
+        loss_sum, count = self._train_loss_sum.item(), self._train_count
+        if distributed.world_size() > 1:
+            loss_sum, count = distributed.all_reduce_sum(torch.tensor([loss_sum, count], dtype=torch.float64)).tolist()
+        if count:
+            self._log_global("train_loss", loss_sum / count)
         self._train_loss_sum.zero_()
         self._train_count = 0
         # Validation has run: step the epoch-wise schedulers now (trainer.lr_scheduler_configs, not only ours,
@@ -106,11 +120,13 @@ class Classifier(pl.LightningModule):
 
     def _eval_epoch_end(self, stage):
         sums = self._eval_sums.pop(stage, None)
-        if sums is None:
+        if distributed.world_size() > 1:  # every process calls this once per evaluation, with or without sums
+            sums = distributed.all_reduce_sum(sums if sums is not None else torch.zeros(3, dtype=torch.float64))
+        if sums is None or not sums[2]:
             return
         loss_sum, correct, count = sums.tolist()
-        self.log(f"{stage}_loss", loss_sum / count)
-        self.log(f"{stage}_acc", correct / count)
+        self._log_global(f"{stage}_loss", loss_sum / count)
+        self._log_global(f"{stage}_acc", correct / count)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -130,7 +146,10 @@ class Classifier(pl.LightningModule):
 
     # -- exact resume --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["ginlab_train_loss"] = {"sum": self._train_loss_sum.clone().cpu(), "count": self._train_count}
+        state = {"sum": self._train_loss_sum.clone().cpu(), "count": self._train_count}
+        if distributed.world_size() > 1:  # each process continues its own sums: all of them
+            state["per_rank"] = distributed.all_gather_object(dict(state))
+        checkpoint["ginlab_train_loss"] = state
 
     def on_load_checkpoint(self, checkpoint):
         # Runs saved while Classifier used automatic optimization count their steps in that loop's progress;
@@ -141,5 +160,10 @@ class Classifier(pl.LightningModule):
         if manual and automatic and manual["total"]["completed"] == 0 and automatic["optimizer"]["step"]["total"]["completed"]:
             loops["epoch_loop.manual_optimization.optim_step_progress"] = automatic["optimizer"]["step"]
         if "ginlab_train_loss" in checkpoint:
-            self._train_loss_sum.copy_(checkpoint["ginlab_train_loss"]["sum"])
-            self._train_count = checkpoint["ginlab_train_loss"]["count"]
+            state = checkpoint["ginlab_train_loss"]
+            per_rank = state.get("per_rank")
+            if per_rank and len(per_rank) == distributed.world_size():
+                state = per_rank[self.global_rank]
+            # (another number of processes is refused by the Checkpointer callback, with the reason)
+            self._train_loss_sum.copy_(state["sum"])
+            self._train_count = state["count"]

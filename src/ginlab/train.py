@@ -11,16 +11,41 @@ import warnings
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
 
 
-def setup_logging() -> None:
+class _Marked(logging.Formatter):
+    """Starts every line of a record with `mark`, those of multi-line warnings and tracebacks included."""
+
+    def __init__(self, mark: str, fmt: str):
+        super().__init__(fmt)
+        self.mark = mark
+
+    def format(self, record) -> str:
+        return marked(self.mark, super().format(record))
+
+
+def marked(mark: str, text: str) -> str:
+    text = text.rstrip("\n")
+    return "\n".join(mark + line for line in text.splitlines()) if mark else text
+
+
+def setup_logging(main_process: bool = True) -> None:
+    """Progress lines on stdout. The other processes of a DDP run print only warnings and errors, each line
+    marked with their rank: their output reaches the same terminal and log.txt as rank 0's, which reports
+    the run."""
+    from ginlab.distributed import process_label
+
+    mark = "" if main_process else f"[{process_label()}] "
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_Marked(mark, "%(message)s"))
     progress = logging.getLogger("ginlab.progress")
     progress.handlers[:] = [handler]
-    progress.setLevel(logging.INFO)
+    progress.setLevel(logging.INFO if main_process else logging.WARNING)
     progress.propagate = False
     logging.getLogger("ginlab").setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger().handlers[0].setFormatter(_Marked(mark, "%(levelname)s %(name)s: %(message)s"))
+    if not main_process:
+        logging.captureWarnings(True)  # Python warnings through the handler above, so that they are marked too
     # Known harmless warnings of the pinned versions (see notes): they would drown the progress lines.
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -42,6 +67,7 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
     import gin
 
     from ginlab.config import ConfigError, differences, flat_config, parse, split_bindings
+    from ginlab.distributed import is_main_process
     from ginlab.run_folder import RunFolder, RunFolderError
 
     bindings = split_bindings(binding_strings)
@@ -49,7 +75,8 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
     reload = _query("training_loop.reload", False)
     run = RunFolder(save_dir)
     if not reload:
-        if run.holds_run():
+        # Under DDP the other processes start once rank 0 has created the run: it is theirs too.
+        if is_main_process() and run.holds_run():
             raise RunFolderError(
                 f"{save_dir} already holds a run. To continue it, add -b training_loop.reload=True; "
                 f"to start a new run, choose another folder. Nothing was changed."
@@ -93,14 +120,24 @@ def _query(name, default):
 
 
 def main(save_dir: str, config_files: list[str], binding_strings: list[str], argv: list[str]) -> int:
-    setup_logging()
+    from ginlab.distributed import follow_rank_0, is_main_process, process_label
+
+    main_process = is_main_process()
+    if not main_process:
+        follow_rank_0()
+    setup_logging(main_process)
     from ginlab.config import ConfigError
     from ginlab.run_folder import RunFolderError
+
+    mark = "" if main_process else f"[{process_label()}] "
+
+    def error(message: str) -> None:
+        print(marked(mark, f"error: {message}"), file=sys.stderr)
 
     try:
         bindings, accepted = configure(save_dir, config_files, binding_strings)
     except (ConfigError, RunFolderError) as e:
-        print(f"error: {_message(e)}", file=sys.stderr)
+        error(_message(e))
         return EXIT_USAGE
 
     from ginlab.callbacks import Interrupted
@@ -109,13 +146,14 @@ def main(save_dir: str, config_files: list[str], binding_strings: list[str], arg
 
     quiet_lightning()
 
-    tee = Tee().start()
+    # The other DDP processes write into rank 0's output, which rank 0 copies to log.txt: no copy of their own.
+    tee = Tee().start() if main_process else None
     try:
         training_loop(save_dir, command=argv, config_files=config_files, bindings=bindings,
-                      accepted_changes=accepted, on_folder_ready=lambda run: tee.attach(run.log))
+                      accepted_changes=accepted, on_folder_ready=lambda run: tee.attach(run.log) if tee else None)
         return EXIT_OK
     except (ConfigError, RunFolderError) as e:
-        print(f"error: {_message(e)}", file=sys.stderr)
+        error(_message(e))
         return EXIT_USAGE
     except Interrupted:
         return EXIT_INTERRUPTED
@@ -125,8 +163,9 @@ def main(save_dir: str, config_files: list[str], binding_strings: list[str], arg
     except Exception:
         import traceback
 
-        traceback.print_exc()
-        print(f"error: training failed; see {save_dir}/meta.json and {save_dir}/log.txt", file=sys.stderr)
+        print(marked(mark, traceback.format_exc()), file=sys.stderr)
+        error(f"training failed; see {save_dir}/meta.json and {save_dir}/log.txt")
         return EXIT_FAILED
     finally:
-        tee.stop()
+        if tee is not None:
+            tee.stop()

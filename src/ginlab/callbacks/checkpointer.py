@@ -11,6 +11,9 @@ Besides Lightning's state, the checkpoint's "ginlab" entry holds what Lightning 
 - the training loader's position (epoch, batches consumed), because Lightning prefetches a batch ahead;
 - how many history/steps rows existed, so a reload cuts the history back to exactly that;
 - the best score so far and the training time of earlier sessions.
+
+Under DDP every process runs this callback and takes every decision to save together with the others (saving
+is a collective operation); rank 0 writes the files; each process gets its own random state back on reload.
 """
 
 import logging
@@ -25,6 +28,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from ginlab import distributed
 from ginlab.atomic import fsync_dir
 from ginlab.callbacks.hooks import skip_unused_batch_hooks
 
@@ -102,12 +106,21 @@ class Checkpointer(pl.callbacks.Checkpoint):
         self._rng_to_restore = None
         self._last_save = time.monotonic()
         self.last_path = None
+        self._distributed = False  # several processes (DDP): set when training starts
 
     # -- signals -------------------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage):
+        # Lightning installs its own SIGTERM handler right before training and testing (after this hook), and
+        # until on_train_start replaces it, a SIGTERM would reach it. Under DDP it runs a collective operation
+        # (a broadcast) inside the handler, in the signalled process alone: the processes then wait for each
+        # other forever (seen with a SIGTERM to rank 0 during the sanity check). The signals are ours.
+        trainer._signal_connector.register_signal_handlers = lambda: None
+
     def on_train_start(self, trainer, pl_module):
         # Lightning registers its own SIGTERM handler when fit starts; it would raise SystemExit(0) at the next
         # loop boundary, possibly before a checkpoint of the last step exists. Ours must be the only one.
         self.install_signal_handlers()
+        self._distributed = trainer.world_size > 1
 
     def on_test_start(self, trainer, pl_module):
         # The same for the final test; a stop signal during it lets the (short) test finish.
@@ -137,11 +150,21 @@ class Checkpointer(pl.callbacks.Checkpoint):
         datamodule = trainer.datamodule
         return getattr(datamodule, "train_loader", None)
 
+    def stop_requested(self) -> bool:
+        """Whether a stop signal arrived in any process (all processes get the same answer)."""
+        self.stop_signal, _ = distributed.agree(self.stop_signal, False)
+        return self.stop_signal is not None
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self.history.run.sync_logs()  # the rows this checkpoint counts must be on disk before it is
         loader = self._loader(trainer)
+        rng = get_rng_state()
         checkpoint["ginlab"] = {
-            "rng": get_rng_state(),
+            "rng": rng,
+            # Under DDP the processes' random states drift apart (shares of different sizes draw different
+            # amounts): all of them, so that each process gets its own back.
+            "rng_per_rank": distributed.all_gather_object(rng) if trainer.world_size > 1 else None,
+            "world_size": trainer.world_size,
             "loader": loader.state_dict() if loader is not None else None,
             "history_rows": self.history.history_rows,
             "step_rows": self.history.step_rows,
@@ -149,14 +172,17 @@ class Checkpointer(pl.callbacks.Checkpoint):
             "best": self.best,
         }
 
-    def save(self, trainer) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def save(self, trainer, best: bool = False) -> Path:
         path = self.folder / f"step-{trainer.global_step:08d}.ckpt"
-        trainer.save_checkpoint(path)
-        link_atomically(path, self.folder / "last.ckpt")
+        trainer.save_checkpoint(path)  # every process: the checkpoint is gathered from all; rank 0 writes it
+        if trainer.is_global_zero:
+            link_atomically(path, self.folder / "last.ckpt")
+            if best:
+                link_atomically(path, self.folder / "best.ckpt")
+            self._prune()
+        distributed.barrier()  # the others may read the links next (the final test loads best.ckpt)
         self.last_path = path
         self._last_save = time.monotonic()
-        self._prune()
         return path
 
     def _prune(self) -> None:
@@ -178,13 +204,16 @@ class Checkpointer(pl.callbacks.Checkpoint):
         if loader is not None:
             loader.consumed = batch_idx + 1
         last_batch = batch_idx + 1 >= trainer.num_training_batches
+        # Not at the last batch: the epoch-end checkpoint follows right after validation.
+        due = not last_batch and (bool(self.every_n_steps and trainer.global_step % self.every_n_steps == 0)
+                                  or self._due())
+        if self._distributed:  # the clocks and the signals differ between processes; saving needs them all
+            self.stop_signal, due = distributed.agree(self.stop_signal, due)
         if self.stop_signal is not None:
             path = self.save(trainer)
             log.info("%s received: checkpoint written to %s", signal.Signals(self.stop_signal).name, path)
             raise Interrupted(self.stop_signal)
-        if last_batch:
-            return  # the epoch-end checkpoint follows right after validation
-        if (self.every_n_steps and trainer.global_step % self.every_n_steps == 0) or self._due():
+        if due:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module):
@@ -198,9 +227,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
                 previous = self.best
                 self.best = {"value": value, "epoch": trainer.current_epoch, "step": trainer.global_step}
                 improved = True
-        path = self.save(trainer)
-        if improved:
-            link_atomically(path, self.folder / "best.ckpt")
+        path = self.save(trainer, best=improved)
         metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items())
                             if k.startswith(("train_", "val_")) and v.numel() == 1)
         if value is None:
@@ -212,7 +239,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
             verdict = f"best {self.monitor} still {self.best['value']:.4f} (epoch {self.best['epoch']})"
         log.info("epoch %d/%d | %s | %s | saved %s", trainer.current_epoch + 1, trainer.max_epochs, metrics, verdict,
                  path.relative_to(self.folder.parent))
-        if self.stop_signal is not None:
+        if self.stop_requested():
             raise Interrupted(self.stop_signal)
 
     # -- loading -------------------------------------------------------------------------------------------
@@ -220,7 +247,17 @@ class Checkpointer(pl.callbacks.Checkpoint):
         state = checkpoint.get("ginlab")
         if state is None:
             return
-        self._rng_to_restore = state["rng"]
+        saved_world = state.get("world_size", 1)
+        if saved_world != trainer.world_size:
+            raise RuntimeError(
+                f"The checkpoint was written by a run of {saved_world} process(es), and this one has "
+                f"{trainer.world_size}: each process continues its own share of the data and its own random "
+                f"state, so the run continues only with the same number. Reload on a machine that has them, with "
+                f"-b training_loop.devices={saved_world} if the saved configuration says otherwise (then also "
+                f"-b training_loop.reload_allow_changes=True)."
+            )
+        per_rank = state.get("rng_per_rank")
+        self._rng_to_restore = per_rank[trainer.global_rank] if per_rank else state["rng"]
         self.best = state["best"]
         self.history.resume(state["elapsed"], state["history_rows"], state["step_rows"])
         if state["loader"] is not None and trainer.datamodule is not None:

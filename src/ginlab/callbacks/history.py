@@ -2,12 +2,14 @@
 
 Rows are appended as whole lines; the checkpoint records how many rows existed when it was taken, and a
 reload cuts the files back to that many, so after any sequence of kills there is exactly one row per epoch.
+Under DDP every process runs it (the step loss is averaged over them) and the run folder writes only in rank 0.
 """
 
 import time
 
 import pytorch_lightning as pl
 
+from ginlab import distributed
 from ginlab.callbacks.hooks import skip_unused_batch_hooks
 from ginlab.run_folder import RunFolder
 
@@ -38,6 +40,8 @@ class HistoryWriter(pl.callbacks.Checkpoint):
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:
             loss = outputs["loss"].item() if isinstance(outputs, dict) else float(outputs)
+            if trainer.world_size > 1:  # DDP: the loss of the step's whole batch, over every process's share
+                loss = distributed.mean_over_processes(loss)
             row = {"step": step, "epoch": trainer.current_epoch, "time": round(self.elapsed(), 3),
                    "train_loss": loss, "lr": self._lr(trainer)}
             self.run.append_step(row)

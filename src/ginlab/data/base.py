@@ -84,7 +84,8 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, name: str):
         x, y = self.split(name)
-        return BatchLoader(TensorBatches(x, y), self.batch_size, shuffle=False, num_workers=0)
+        # Under DDP each process evaluates its share of the batches, all of them used once (not evened out).
+        return BatchLoader(TensorBatches(x, y), self.batch_size, shuffle=False, num_workers=0, even_shards=False)
 
     def val_dataloader(self):
         return self._eval_loader("val")

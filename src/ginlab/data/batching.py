@@ -46,9 +46,17 @@ class TensorBatches(Dataset):
 class EpochBatchSampler(Sampler):
     """Yields (epoch, batch_position, index tensor) for one epoch per iter(); resumable mid-epoch."""
 
+    """Args (besides the obvious): rank, world_size: the share of a DDP process (None: from torch.distributed).
+    even_shards: every process gets the same number of batches, the last batches of the epoch being dropped
+        (training: DDP processes must make the same number of steps, or they wait for each other forever);
+        False: every batch is used exactly once, and the processes differ by one batch at most (evaluation,
+        whose sums are added up across processes).
+    """
+
     def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, even_shards: bool = True):
         self.size, self.batch_size, self.shuffle, self.seed, self.drop_last = size, batch_size, shuffle, seed, drop_last
+        self.even_shards = even_shards
         self.rank, self.world_size = rank, world_size  # None: from torch.distributed when it is initialized
         self.epoch = 0  # the epoch the next iter() produces
         self.start = 0  # batches of that epoch this process skips (already consumed before a restart)
@@ -66,10 +74,21 @@ class EpochBatchSampler(Sampler):
         return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
 
     def __len__(self):
-        # Under DDP every process takes every world_size-th batch of the same epoch order; the last
-        # batches are dropped so that all processes make the same number of steps.
+        # Under DDP every process takes every world_size-th batch of the same epoch order.
         rank, world = self._shard()
-        return self._num_batches() // world if world > 1 else self._num_batches()
+        batches = self._num_batches()
+        if world == 1:
+            return batches
+        if self.even_shards:
+            return batches // world
+        if batches < world:
+            # A process without a batch would skip evaluation and leave the others waiting for its sums.
+            raise ValueError(
+                f"The evaluation data has {self.size} examples, {batches} batch(es) of {self.batch_size}, for "
+                f"{world} processes: each process needs at least one batch. Use a smaller batch size or fewer "
+                f"devices."
+            )
+        return len(range(rank, batches, world))
 
     def __iter__(self):
         epoch, start = self.epoch, self.start
@@ -88,8 +107,9 @@ class BatchLoader(DataLoader):
     """A DataLoader over whole batches (no per-sample collation) with a resumable position."""
 
     def __init__(self, dataset: TensorBatches, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                 drop_last: bool = False):
-        self.batch_sampler_ = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last)
+                 drop_last: bool = False, even_shards: bool = True):
+        self.batch_sampler_ = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last,
+                                                even_shards=even_shards)
         super().__init__(
             dataset,
             sampler=self.batch_sampler_,
