@@ -101,6 +101,18 @@ def all_gather_object(obj) -> list:
     return gathered
 
 
+def broadcast_from_rank_0(tensors) -> None:
+    """Overwrite each tensor, in place, with rank 0's values (nothing to do in a single process)."""
+    if world_size() == 1:
+        return
+    for tensor in tensors:
+        local = tensor.detach()
+        moved = local.to(_device())
+        dist.broadcast(moved, src=0)
+        if moved.data_ptr() != local.data_ptr():  # NCCL with a CPU buffer: copy the received values back
+            local.copy_(moved)
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

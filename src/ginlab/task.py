@@ -128,6 +128,13 @@ class Classifier(pl.LightningModule):
         self._log_global(f"{stage}_loss", loss_sum / count)
         self._log_global(f"{stage}_acc", correct / count)
 
+    def on_validation_epoch_start(self):
+        # Lightning's manual optimization switches off DDP's broadcast of buffers (it marks each training forward
+        # as needing no gradient sync), so each process's batch-norm statistics follow its own batches. Every
+        # share is evaluated with rank 0's, the ones its checkpoint holds. (In training mode batch norm uses the
+        # batch's statistics, so training itself is the same either way.)
+        distributed.broadcast_from_rank_0(self.net.buffers())
+
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
 
