@@ -144,3 +144,12 @@ def test_an_unknown_profiler_is_a_configuration_error(tmp_path):
     assert "training_loop.profiler='simpel' is not a profiler: expected None (off) or one of 'advanced', " \
            "'pytorch', 'simple'" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_testing_an_earlier_best_checkpoint_keeps_the_runs_clock(tmp_path):
+    # "max" val_loss on a falling loss: the best checkpoint is the first epoch's, the final test loads it.
+    train(tmp_path / "run", TOY, "-b", "training_loop.monitor='val_loss'#training_loop.monitor_mode='max'", check=0)
+    history, summary = read_jsonl(tmp_path / "run" / "history.jsonl"), read_json(tmp_path / "run" / "summary.json")
+    assert summary["best"]["epoch"] < history[-1]["epoch"]
+    assert summary["time"] >= history[-1]["time"]
+    assert summary["best"]["val_loss"] == max(row["val_loss"] for row in history)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 
 from ginlab import distributed
 from ginlab.atomic import fsync_dir
@@ -245,7 +246,9 @@ class Checkpointer(pl.callbacks.Checkpoint):
     # -- loading -------------------------------------------------------------------------------------------
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         state = checkpoint.get("ginlab")
-        if state is None:
+        if state is None or trainer.state.fn != TrainerFn.FITTING:
+            # The final test loads best.ckpt through this hook too: it must not set the run's clock, best score
+            # and row counts back to that epoch's.
             return
         saved_world = state.get("world_size", 1)
         if saved_world != trainer.world_size:
