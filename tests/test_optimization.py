@@ -125,7 +125,7 @@ def test_a_run_saved_with_automatic_optimization_continues_exactly(tmp_path):
 
 
 def test_a_copied_run_folder_keeps_working(tmp_path):
-    # The committed example run, written before Classifier optimized manually, continues from its checkpoint.
+    # The committed example run (a copy of it) continues from its checkpoint to more epochs.
     run = tmp_path / "example_run"
     shutil.copytree(ROOT / "results" / "example_run", run)
     train(run, "-b", "training_loop.reload=True#training_loop.n_epochs=5", check=0)
