@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import read_json, read_jsonl, start_train, train, tree_snapshot
+from conftest import read_json, read_jsonl, shared_run, start_train, train, tree_snapshot
 
 RELOAD = ["-b", "training_loop.reload=True"]
 
@@ -58,22 +58,20 @@ def wait_for_steps(proc, count):
     return False
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
-    """The uninterrupted runs the interrupted ones must reproduce, by number of workers."""
+    """The uninterrupted runs the interrupted ones must reproduce, by number of workers.
+
+    Each is trained once per session (by bin/train.py, like the runs compared with it), whichever xdist worker
+    needs it first; `reference.config` is this worker's copy of the configuration.
+    """
     from conftest import HARD_CONFIG
 
-    base = tmp_path_factory.mktemp("reference")
-    config = base / "hard.gin"
+    config = tmp_path_factory.mktemp("reference") / "hard.gin"
     config.write_text(HARD_CONFIG)
-    cache = {}
 
     def get(workers=0):
-        if workers not in cache:
-            folder = base / f"workers{workers}"
-            train(folder, config, "-b", f"toy.num_workers={workers}", check=0)
-            cache[workers] = folder
-        return cache[workers]
+        return shared_run(tmp_path_factory, f"reference-workers{workers}", config, "-b", f"toy.num_workers={workers}")
 
     get.config = config
     return get
