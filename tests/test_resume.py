@@ -235,8 +235,14 @@ def test_reload_with_changed_hyperparameters_is_refused_unless_allowed(tmp_path,
 def test_one_writer_per_folder_and_a_stale_lock_is_taken_over(tmp_path, reference):
     folder = tmp_path / "run"
     proc = start_train(folder, reference.config, "-b", "training_loop.n_epochs=1000")
-    assert wait_for_steps(proc, 1)
-    second = train(folder, *RELOAD)
+    assert any(line.startswith("epoch 2/") for line in proc.stdout)  # two epochs done: "too few" below is >= 1
+    # The writer is paused (it still holds the folder) while the second process starts: it would otherwise
+    # train on and take the CPU the second one needs to start.
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        second = train(folder, *RELOAD)
+    finally:
+        proc.send_signal(signal.SIGCONT)
     assert second.returncode == 2
     assert f"host {socket.gethostname()}, pid {proc.pid}" in second.stderr
     proc.send_signal(signal.SIGTERM)
