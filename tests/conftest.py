@@ -130,7 +130,7 @@ def pytest_collection_modifyitems(config, items):
     """On an xdist worker: hand out the longest work first, and tell the controller which tests form groups."""
     folder = getattr(config, "workerinput", {}).get(GROUPS_FILE)
     if folder is None:
-        return  # not a worker of this conftest's scheduler: the file order stays
+        return  # serial (-n 0), or another --dist: the file order stays
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order within a module
     target = Path(folder) / f"{config.workerinput['workerid']}.json"
@@ -141,8 +141,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
-    """Controller: where this worker writes its groups."""
-    node.workerinput[GROUPS_FILE] = str(_groups_folder(node.config))
+    """Controller, with --dist loadgroup: where this worker writes its groups."""
+    if node.config.getvalue("dist") == "loadgroup":
+        node.workerinput[GROUPS_FILE] = str(_groups_folder(node.config))
 
 
 def _groups_folder(config) -> Path:
