@@ -1,7 +1,13 @@
-"""Shared test helpers: run bin/train.py as a real process on tiny real or generated data."""
+"""Shared test helpers: run bin/train.py as a real process on tiny real or generated data.
+
+The suite runs on pytest-xdist workers, one per core (`-n auto --dist loadgroup` in pyproject.toml). Tests that
+share a module-scoped fixture go to one worker as a group (`xdist_groups`), so such a fixture is still set up
+once; a run that tests on several workers compare against is trained once per session (`shared_run`).
+"""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +81,126 @@ def tree_snapshot(folder) -> dict:
     folder = Path(folder)
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- pytest-xdist: which tests share a worker, and in which order work is handed out ---------------------------
+#
+# pytest-xdist's own `--dist loadgroup` cannot group with pytest 9 (it renames items through an attribute that
+# pytest 9 no longer reads), so the grouping is done here: the workers, which see the fixtures, write which tests
+# form a group; the controller's scheduler (a LoadGroupScheduling that reads it) hands each group to one worker.
+
+GROUPS_FILE = "ginlab_xdist_groups"  # key in each worker's workerinput: the folder for the group files
+
+# The order in which work is handed out: these modules' tests first (longest work first), the rest after, each
+# module in file order. A worker that is given a long test last would otherwise run it alone at the end.
+LONGEST_FIRST = ["test_experiments.py", "test_resume.py", "test_mlflow.py", "test_slurm.py", "test_accuracy.py",
+                 "test_evaluate.py", "test_train.py"]
+
+
+def xdist_groups(items) -> dict[str, str]:
+    """{nodeid: group} for the tests that must run on one worker, in file order.
+
+    Tests that use the same module-scoped fixture (a trained run, a running server, a whole experiment story)
+    form a group: the fixture is then set up once, and tests that build on each other's state (test_experiments'
+    flow, test_slurm's requeue) run in order. A test marked @pytest.mark.xdist_group("name") joins "name".
+    Tests sharing nothing are handed out one by one.
+    """
+    parent = {}
+
+    def find(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    uses = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        keys = [f"{item.module.__name__}::{name}" for name, defs in (info.name2fixturedefs if info else {}).items()
+                if defs and defs[-1].scope in ("module", "package")]
+        keys += [f"mark::{mark.args[0] if mark.args else mark.kwargs.get('name', 'default')}"
+                 for mark in item.iter_markers("xdist_group")]
+        uses[item.nodeid] = sorted(keys)
+        for key in uses[item.nodeid][1:]:
+            parent[find(key)] = find(uses[item.nodeid][0])
+    return {nodeid: find(keys[0]) for nodeid, keys in uses.items() if keys}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker: hand out the longest work first, and tell the controller which tests form groups."""
+    folder = getattr(config, "workerinput", {}).get(GROUPS_FILE)
+    if folder is None:
+        return  # serial (-n 0), or another --dist: the file order stays
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order within a module
+    target = Path(folder) / f"{config.workerinput['workerid']}.json"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(xdist_groups(items)))
+    os.replace(tmp, target)  # the controller reads it after every worker finished collecting
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Controller, with --dist loadgroup: where this worker writes its groups."""
+    if node.config.getvalue("dist") == "loadgroup":
+        node.workerinput[GROUPS_FILE] = str(_groups_folder(node.config))
+
+
+def _groups_folder(config) -> Path:
+    if not hasattr(config, "_ginlab_groups_folder"):
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="ginlab-xdist-groups-"))
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+        config._ginlab_groups_folder = folder
+    return config._ginlab_groups_folder
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Controller, with --dist loadgroup: a LoadGroupScheduling that takes the groups from the workers' files."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    folder = _groups_folder(config)
+
+    class Scheduling(LoadGroupScheduling):
+        groups = None
+
+        def _split_scope(self, nodeid):
+            if self.groups is None:  # first called once every worker has collected (and written its file)
+                self.groups = {}
+                for path in sorted(folder.glob("*.json")):
+                    self.groups.update(json.loads(path.read_text()))
+            return self.groups.get(nodeid) or super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False  # hand out in the workers' order: LONGEST_FIRST
+    return Scheduling(config, log)
+
+
+def shared_folder(tmp_path_factory) -> Path:
+    """A folder of this pytest session that every xdist worker sees (the workers' temporary folders' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / "shared"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def shared_run(tmp_path_factory, name: str, *args, **kwargs) -> Path:
+    """bin/train.py into <shared folder>/<name> with `args`, once per session whichever worker asks first.
+
+    Later callers, also on other workers, wait for it and get the same finished run folder. An attempt that did
+    not finish (the worker died) is started over.
+    """
+    from filelock import FileLock
+
+    shared = shared_folder(tmp_path_factory)
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            train(folder, *args, check=0, **kwargs)
+            done.write_text("finished\n")
+    return folder

@@ -6,6 +6,7 @@ then checks one promise on what that left behind: nothing finished was redone, i
 and are complete, the report is right, a changed config is refused by name.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -62,7 +63,9 @@ def cli(main: Path, *args, timeout=240, path=None) -> subprocess.CompletedProces
     )
 
 
-def start_cli(main: Path, *args) -> subprocess.Popen:
+def start_cli(main: Path, *args, one_core=False) -> subprocess.Popen:
+    """main.py as a process; `one_core`: on one CPU (so it sees 1 core, and gives its runs 1 torch thread)."""
+    one = {min(os.sched_getaffinity(0))}
     return subprocess.Popen(
         [sys.executable, str(main), *args],
         stdout=subprocess.PIPE,
@@ -70,6 +73,7 @@ def start_cli(main: Path, *args) -> subprocess.Popen:
         text=True,
         env=env(),
         cwd=ROOT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, one)) if one_core else None,
     )
 
 
@@ -207,8 +211,10 @@ def flow(tmp_path_factory):
     record = {"main": main, "runs": runs}
     assert cli(main, "prepare", "--no-check").returncode == 0  # the check has its own tests
 
-    # 1. One slot; Ctrl-C (SIGINT to the runner) while the second run trains.
-    runner = start_cli(main, "run", "--slots", "1")
+    # 1. One slot; Ctrl-C (SIGINT to the runner) while the second run trains. The runner gives a run with one
+    # slot all its cores as torch threads; on a busy machine (the other test worker) two OpenMP threads spin
+    # against each other (measured: 60 s instead of 9 s for a run). On one core, it gives one thread.
+    runner = start_cli(main, "run", "--slots", "1", one_core=True)
     wait_for(
         lambda: status_of(runs / NAMES[0]) == "finished" and training_started(runs / NAMES[1]),
         what="the first run to finish and the second to train",

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import read_json, read_jsonl, start_train, train, tree_snapshot
+from conftest import read_json, read_jsonl, shared_run, start_train, train, tree_snapshot
 
 RELOAD = ["-b", "training_loop.reload=True"]
 
@@ -58,46 +58,134 @@ def wait_for_steps(proc, count):
     return False
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
-    """The uninterrupted runs the interrupted ones must reproduce, by number of workers."""
+    """The uninterrupted runs the interrupted ones must reproduce, by number of workers.
+
+    Each is trained once per session (by bin/train.py, like the runs compared with it), whichever xdist worker
+    needs it first; `reference.config` is this worker's copy of the configuration.
+    """
     from conftest import HARD_CONFIG
 
-    base = tmp_path_factory.mktemp("reference")
-    config = base / "hard.gin"
+    config = tmp_path_factory.mktemp("reference") / "hard.gin"
     config.write_text(HARD_CONFIG)
-    cache = {}
 
     def get(workers=0):
-        if workers not in cache:
-            folder = base / f"workers{workers}"
-            train(folder, config, "-b", f"toy.num_workers={workers}", check=0)
-            cache[workers] = folder
-        return cache[workers]
+        return shared_run(tmp_path_factory, f"reference-workers{workers}", config, "-b", f"toy.num_workers={workers}")
 
     get.config = config
     return get
 
 
+def partial_checkpoints(folder) -> set[str]:
+    """The temporary files of checkpoint writes in progress (or cut by a kill) in a run folder."""
+    try:
+        return {e.name for e in os.scandir(folder / "checkpoints") if e.name.startswith(".step-") and e.name.endswith(".tmp")}
+    except FileNotFoundError:
+        return set()
+
+
+def newest_checkpoint_step(folder) -> int:
+    """The step of the newest complete checkpoint file (-1: none)."""
+    return max((int(p.name[5:13]) for p in (folder / "checkpoints").glob("step-*.ckpt")), default=-1)
+
+
+class Killer:
+    """SIGKILLs a training process at one kind of moment; each method returns True if the kill landed there.
+
+    The process prints every step (print_every_n_steps=1) and checkpoints every 2 steps."""
+
+    def __init__(self, folder, rng):
+        self.folder, self.rng, self.steps_per_epoch = folder, rng, None
+
+    def lines(self, proc):
+        for line in proc.stdout:
+            if line.startswith("training: "):  # "training: 92 steps over 4 epochs, from step 0"
+                total, epochs = line.split()[1], line.split()[4]
+                self.steps_per_epoch = int(total) // int(epochs)
+            yield line
+
+    def kill(self, proc):
+        proc.kill()
+        proc.wait()
+
+    def mid_epoch(self, proc):
+        """After 1-12 steps and up to 50 ms more: inside an epoch, at or between mid-epoch checkpoints."""
+        steps = self.rng.randint(1, 12)
+        for line in self.lines(proc):
+            if line.startswith("step ") and (steps := steps - 1) == 0:
+                time.sleep(self.rng.uniform(0, 0.05))
+                self.kill(proc)
+                newest = newest_checkpoint_step(self.folder)
+                return newest > 0 and newest % self.steps_per_epoch != 0
+        return False
+
+    def in_validation(self, proc):
+        """Right after an epoch's last training step: in its validation, before its epoch-end checkpoint."""
+        for line in self.lines(proc):
+            if line.startswith("step ") and int(line.split()[1].split("/")[0]) % self.steps_per_epoch == 0:
+                end = int(line.split()[1].split("/")[0])
+                self.kill(proc)
+                return newest_checkpoint_step(self.folder) < end  # the epoch-end checkpoint was not written
+        return False
+
+    def at_epoch_end(self, proc):
+        """At once after an epoch's line: its history row and checkpoint are written, the next epoch starts."""
+        for line in self.lines(proc):
+            if line.startswith("epoch "):
+                self.kill(proc)
+                return newest_checkpoint_step(self.folder) % self.steps_per_epoch == 0  # none of the next epoch
+        return False
+
+    def in_checkpoint_write(self, proc):
+        """While a checkpoint file is written (after 0-3 whole writes of this process), at the moment its
+        temporary file appears: the kill must leave the cut temporary file behind."""
+        for line in self.lines(proc):
+            if line.startswith("training: "):  # reloaded; from here on it writes a checkpoint every 2 steps
+                break
+        else:
+            return False
+        seen, writes = partial_checkpoints(self.folder), self.rng.randint(0, 3)
+        while proc.poll() is None:  # a tight loop: a write lasts milliseconds (fsync), a poll microseconds
+            new = partial_checkpoints(self.folder) - seen
+            if new and writes == 0:
+                self.kill(proc)
+                return bool(new & partial_checkpoints(self.folder))
+            seen, writes = seen | new, writes - bool(new)
+        return False
+
+
 @pytest.mark.parametrize("workers", [0, 2])
-def test_sigkill_at_random_moments_then_reload_gives_the_same_run(tmp_path, reference, workers):
+def test_sigkill_mid_epoch_in_validation_at_epoch_end_and_in_a_checkpoint_write_gives_the_same_run(
+        tmp_path, reference, workers):
+    """SIGKILL at each kind of moment where a kill is hard to survive, reloading after each: inside an epoch
+    (steps since the last checkpoint are lost and redone); during validation (the epoch's last step is redone,
+    the epoch-end checkpoint was not written); right after an epoch ended (the next epoch's order, augmentation
+    and worker seeds start from the epoch-end checkpoint); in the middle of writing a checkpoint file (a cut
+    temporary file is left; the reload removes it and falls back to the previous checkpoint). Where exactly is
+    drawn at random; a kill that came too late for its kind of moment (a busy machine) is tried again."""
     rng = random.Random(1234 + workers)
     folder = tmp_path / "run"
-    args = [folder, reference.config, "-b", f"toy.num_workers={workers}#training_loop.checkpoint_every_n_steps=2"]
+    args = [folder, reference.config, "-b",
+            f"toy.num_workers={workers}#training_loop.checkpoint_every_n_steps=2#training_loop.print_every_n_steps=1"]
+    killer = Killer(folder, rng)
+    plan = [killer.mid_epoch, killer.in_validation, killer.at_epoch_end, killer.in_checkpoint_write]
     kills = 0
     proc = start_train(*args)
     while True:
-        if kills < 5 and wait_for_steps(proc, rng.randint(1, 4)):
-            time.sleep(rng.uniform(0, 0.05))
-            proc.kill()
-            kills += 1
+        if plan and plan[0](proc):
+            plan.pop(0)
         proc.communicate()
         if proc.returncode == 0:
             break
         assert proc.returncode == -signal.SIGKILL
+        kills += 1
+        assert kills <= 8, f"{plan[0].__name__}: no kill landed there"
         proc = start_train(*args, *RELOAD)
-    assert kills >= 5
-    # The reloads allowed a different checkpoint frequency: it changes when state is saved, not what is computed.
+    assert not plan, f"the run finished before {plan[0].__name__}"
+    assert not partial_checkpoints(folder)  # the reload after the cut write removed its temporary file
+    # The reloads allowed a different checkpoint and print frequency: they change when state is saved and what
+    # the terminal shows, not what is computed.
     assert_same_run(reference(workers), folder)
     log = (folder / "log.txt").read_text()
     assert log.count("==== reload") == kills
@@ -237,8 +325,14 @@ def test_reload_with_changed_hyperparameters_is_refused_unless_allowed(tmp_path,
 def test_one_writer_per_folder_and_a_stale_lock_is_taken_over(tmp_path, reference):
     folder = tmp_path / "run"
     proc = start_train(folder, reference.config, "-b", "training_loop.n_epochs=1000")
-    assert wait_for_steps(proc, 1)
-    second = train(folder, *RELOAD)
+    assert any(line.startswith("epoch 2/") for line in proc.stdout)  # two epochs done: "too few" below is >= 1
+    # The writer is paused (it still holds the folder) while the second process starts: it would otherwise
+    # train on and take the CPU the second one needs to start.
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        second = train(folder, *RELOAD)
+    finally:
+        proc.send_signal(signal.SIGCONT)
     assert second.returncode == 2
     assert f"host {socket.gethostname()}, pid {proc.pid}" in second.stderr
     proc.send_signal(signal.SIGTERM)

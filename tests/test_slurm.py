@@ -100,28 +100,35 @@ def requeued(tmp_path_factory):
     # launch ("Job ... already killed"), so wait 2 s first.
     time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30)
-    code = runner.wait(timeout=120)
-    output = runner.stdout.read()
 
-    # The same run, uninterrupted, on the local machine, with the same number of torch threads.
+    # The same run, uninterrupted, on the local machine, with the same number of torch threads. It depends on
+    # nothing the cluster does, so it trains while the requeued job finishes.
     reference = folder / "reference"
     environment = {**env(), "OMP_NUM_THREADS": "1"}
-    local = subprocess.run(
-        [
-            sys.executable,
-            "bin/train.py",
-            str(reference),
-            "configs/toy.gin",
-            str(results / "configs" / "seed=0.gin"),
-        ],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert local.returncode == 0, local.stdout + local.stderr
+    local_log = folder / "reference.out"
+    with open(local_log, "w") as out:
+        local = subprocess.Popen(
+            [
+                sys.executable,
+                "bin/train.py",
+                str(reference),
+                "configs/toy.gin",
+                str(results / "configs" / "seed=0.gin"),
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        code = runner.wait(timeout=120)
+        output = runner.stdout.read()
+        local.wait(timeout=120)
+    finally:
+        if local.poll() is None:
+            local.kill()
+            local.wait()
+    assert local.returncode == 0, local_log.read_text()
     return {
         "main": main,
         "results": results,
