@@ -1,8 +1,10 @@
 """bin/train.py end to end on generated and real data: the run folder, its values, and the refusals."""
 
+import subprocess
+
 import pytest
 import torch
-from conftest import ROOT, read_json, read_jsonl, train, tree_snapshot
+from conftest import ROOT, TRAIN, env, read_json, read_jsonl, train, tree_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +255,15 @@ def test_a_complete_lightning_module_and_a_plain_datamodule_from_outside_src(tmp
     summary = read_json(tmp_path / "run" / "summary.json")
     assert summary["best"]["val_loss"] == min(row["val_loss"] for row in history)
     assert read_json(tmp_path / "run" / "config.json")["regressor.lr"] == 0.05
+
+
+def test_a_terminal_that_goes_away_does_not_stop_the_log(tmp_path):
+    # The reader of the run's output closes it early (a closed pipe, an ssh session that hung up): the run goes
+    # on, and log.txt still gets everything.
+    proc = subprocess.Popen([*TRAIN, str(tmp_path / "run"), str(ROOT / "configs" / "toy.gin")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "epoch 3/3" in log and "test (best.ckpt)" in log

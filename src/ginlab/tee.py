@@ -1,7 +1,7 @@
 """Tee: everything the process prints (Python, C extensions, worker processes) also goes to log.txt.
 
-File descriptors 1 and 2 are redirected into pipes; a thread copies each chunk to the terminal and, once
-the run folder exists, appends it to log.txt. Output from before that moment is kept in memory and written
+File descriptors 1 and 2 are redirected into pipes; a thread appends each chunk to log.txt once the run
+folder exists, then copies it to the terminal. Output from before that moment is kept in memory and written
 first, so log.txt holds the whole session.
 """
 
@@ -42,13 +42,19 @@ class Tee:
             self._buffer = []
 
     def _copy(self, read_end: int, terminal: int) -> None:
+        terminal_open = True
         while chunk := os.read(read_end, 65536):
-            os.write(terminal, chunk)
+            # log.txt first: a kill between the two writes must not lose a line the terminal already showed.
             with self._lock:
                 if self._file is not None:
                     self._file.write(chunk)
                 else:
                     self._buffer.append(chunk)
+            if terminal_open:
+                try:
+                    os.write(terminal, chunk)
+                except OSError:  # the terminal went away (closed pipe, hung-up ssh): keep logging to the file
+                    terminal_open = False
         os.close(read_end)
 
     def stop(self) -> None:
