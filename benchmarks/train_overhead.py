@@ -7,6 +7,9 @@
    several rounds. Steady-state step time is the median interval between consecutive training-step starts
    within an epoch (all per-step costs included: data fetch, callbacks, history, heartbeat, progress,
    checkpoint checks); epoch-end work (validation, checkpoint) is reported separately as whole-run wall time.
+   Also measured interleaved: after each epoch of the Lightning or ginlab loop, one epoch of the hand-written
+   loop, so that the two are timed within a second of each other (this machine's speed drifts by tens of
+   percent between runs seconds apart); the ratio per epoch pair, median and quartiles over all of them.
 2. The per-step overhead itself, in microseconds: the same three loops on a one-layer model with one torch
    thread, timed in CPU time of the main thread, so that the model's compute is negligible and other load on
    the machine hardly moves the numbers. This is what 1. is made of, and what to watch when changing callbacks.
@@ -94,58 +97,99 @@ LINEAR = dict(bindings=["training_loop.model='bench_linear'", "training_loop.opt
               optimizer=torch.optim.SGD, lr=0.1)
 
 
-def hand_written(work, epochs: int, seed: int = 0):
+class HandLoop:
     """The loop a researcher would write: the same model, data split, batches and optimizer."""
-    dm = work["datamodule"]()
-    x, y = dm.split("train")
-    xv, yv = dm.split("val")
-    torch.manual_seed(seed)
-    net = work["net"](dm)
-    opt = work["optimizer"](net.parameters(), lr=work["lr"])
+
+    def __init__(self, work, seed: int = 0):
+        dm = work["datamodule"]()
+        self.x, self.y = dm.split("train")
+        self.xv, self.yv = dm.split("val")
+        torch.manual_seed(seed)
+        self.net = work["net"](dm)
+        self.opt = work["optimizer"](self.net.parameters(), lr=work["lr"])
+
+    def train_epoch(self, epoch: int) -> list[float]:
+        """One epoch; the start time of each step."""
+        net, opt, x, y = self.net, self.opt, self.x, self.y
+        net.train()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        starts = []
+        for i in range(0, len(x), 64):
+            starts.append(CLOCK())
+            idx = order[i:i + 64]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return starts
+
+    def validate_and_save(self, folder) -> None:
+        net, xv, yv = self.net, self.xv, self.yv
+        net.eval()
+        with torch.no_grad():
+            correct = sum((net(xv[i:i + 64]).argmax(1) == yv[i:i + 64]).sum().item() for i in range(0, len(xv), 64))
+        torch.save({"model": net.state_dict(), "opt": self.opt.state_dict(), "acc": correct / len(xv)},
+                   os.path.join(folder, "last.ckpt"))
+
+
+def hand_written(work, epochs: int, seed: int = 0):
+    loop = HandLoop(work, seed)
     starts, t0 = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(epochs):
-            net.train()
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
-            epoch_starts = []
-            for i in range(0, len(x), 64):
-                epoch_starts.append(CLOCK())
-                idx = order[i:i + 64]
-                loss = F.cross_entropy(net(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            starts.append(epoch_starts)
-            net.eval()
-            with torch.no_grad():
-                correct = sum((net(xv[i:i + 64]).argmax(1) == yv[i:i + 64]).sum().item() for i in range(0, len(xv), 64))
-            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "acc": correct / len(xv)},
-                       os.path.join(tmp, "last.ckpt"))
+            starts.append(loop.train_epoch(epoch))
+            loop.validate_and_save(tmp)
     return steady_step_time(starts), time.perf_counter() - t0
 
 
-def plain_lightning(work, epochs: int):
+INTERLEAVED = {"work": None, "hand": []}  # the workload of the interleaved hand-written epochs, and their starts
+
+
+@register_callback("bench_interleaved")
+class Interleaved(pl.Callback):
+    """After each epoch of the loop being measured, one epoch of the hand-written loop: the two are timed
+    within a second of each other, so a machine that speeds up or slows down affects both alike."""
+
+    def __init__(self):
+        self.hand = HandLoop(INTERLEAVED["work"], seed=1)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        INTERLEAVED["hand"].append(self.hand.train_epoch(trainer.current_epoch))
+
+
+def epoch_ratios(measured, hand) -> list[float]:
+    """Per epoch: the loop's median step interval over the next hand-written epoch's."""
+    def median_interval(starts):
+        return statistics.median(b - a for a, b in zip(starts[1:], starts[2:]))
+    return [median_interval(m) / median_interval(h) for m, h in zip(measured, hand) if len(m) > 3 and len(h) > 3]
+
+
+def plain_lightning(work, epochs: int, interleave: bool = False):
     """Lightning alone, as documented, on the same batches (ginlab's in-memory DataModule)."""
     STEP_STARTS.clear()
+    INTERLEAVED.update(work=work, hand=[])
     dm = work["datamodule"]()
     dm.setup()
     torch.manual_seed(0)
     module = PlainLightning(work["net"](dm), work["lr"], work["optimizer"])
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True, callbacks=[StepTimer()])
+                         enable_model_summary=False, deterministic=True,
+                         callbacks=[StepTimer(), *([Interleaved()] if interleave else [])])
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     return steady_step_time(STEP_STARTS), time.perf_counter() - t0
 
 
-def ginlab_loop(work, epochs: int):
+def ginlab_loop(work, epochs: int, interleave: bool = False):
     from ginlab.config import parse
     from ginlab.loop import training_loop
 
     STEP_STARTS.clear()
+    INTERLEAVED.update(work=work, hand=[])
+    callbacks = ["bench_step_timer", *(["bench_interleaved"] if interleave else [])]
     with tempfile.TemporaryDirectory() as tmp:
         parse([ROOT / "configs" / "cnn.gin"], [f"training_loop.n_epochs={epochs}",
-                                               'training_loop.callbacks=["bench_step_timer"]', *work["bindings"]])
+                                               f"training_loop.callbacks={callbacks}", *work["bindings"]])
         t0 = time.perf_counter()
         training_loop(os.path.join(tmp, "run"))
         total = time.perf_counter() - t0
@@ -206,6 +250,19 @@ def main():
     print(f"  per-round ginlab / hand-written: {', '.join(f'{r:.3f}' for r in per_round)}")
     print(f"whole run (train + validation + checkpoint each epoch, + test for ginlab):  hand-written {ht:.2f} s   "
           f"ginlab {gt:.2f} s   ratio {gt / ht:.2f}")
+
+    # The same, interleaved: one hand-written epoch after each epoch of the loop measured (see Interleaved).
+    ratios = {"plain Lightning": [], "ginlab": []}
+    for _ in range(args.rounds):
+        plain_lightning(CNN, args.epochs, interleave=True)
+        ratios["plain Lightning"] += epoch_ratios(STEP_STARTS, INTERLEAVED["hand"])
+        ginlab_loop(CNN, args.epochs, interleave=True)
+        ratios["ginlab"] += epoch_ratios(STEP_STARTS, INTERLEAVED["hand"])
+    quartiles = {name: statistics.quantiles(r, n=4) for name, r in ratios.items()}
+    print(f"  interleaved epoch by epoch ({len(ratios['ginlab'])} epochs each; median [quartiles]):  ginlab / "
+          f"hand-written {quartiles['ginlab'][1]:.3f} [{quartiles['ginlab'][0]:.3f}, {quartiles['ginlab'][2]:.3f}]"
+          f" (goal <= 1.10);  plain Lightning / hand-written {quartiles['plain Lightning'][1]:.3f} "
+          f"[{quartiles['plain Lightning'][0]:.3f}, {quartiles['plain Lightning'][2]:.3f}]")
 
     global CLOCK
     CLOCK, threads = time.thread_time, torch.get_num_threads()
