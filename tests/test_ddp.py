@@ -17,30 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, env, read_json, read_jsonl, start_train, train
+from conftest import HARD_CONFIG, ROOT, env, read_json, read_jsonl, start_train, train
 
 from ginlab.data.batching import EpochBatchSampler
 from ginlab.distributed import is_main_process
 
-DDP_CONFIG = """
-training_loop.model = "cnn"
-training_loop.datamodule = "toy"
+# The resume tests' configuration (everything that makes exact resume hard), shorter, on two processes.
+DDP_CONFIG = HARD_CONFIG + """
 training_loop.n_epochs = 3
-training_loop.optimizer = @torch.optim.SGD
-torch.optim.SGD.lr = 0.05
-torch.optim.SGD.momentum = 0.9
-training_loop.lr_scheduler = @torch.optim.lr_scheduler.StepLR
-torch.optim.lr_scheduler.StepLR.step_size = 1
-torch.optim.lr_scheduler.StepLR.gamma = 0.8
 training_loop.log_every_n_steps = 2
-training_loop.checkpoint_every_n_steps = 4
 training_loop.accelerator = "cpu"
 training_loop.devices = 2
-cnn.channels = (8, 16)
-cnn.dropout = 0.3
-toy.batch_size = 16
-toy.num_samples = 512
-toy.augment = "shift"
 """
 # The toy split of 512 examples: 77 validation, 77 test, 358 training examples. One process makes
 # ceil(358 / 16) = 23 steps per epoch; each of 2 DDP processes takes every other batch of the epoch's order,

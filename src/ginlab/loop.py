@@ -194,19 +194,19 @@ def training_loop(
     try:
         if not reload and run.writer and run.holds_run():  # another process started a run here since the check above
             raise RunFolderError(f"{save_dir} already holds a run (started by another process just now).")
-        checkpoint, saved_state = None, {}
+        checkpoint, resumed = None, {}  # resumed: ginlab's part of the checkpoint (none: start from step 0)
         if reload:
             for tmp in run.checkpoints.glob(".*.tmp") if run.writer else ():
                 tmp.unlink()  # a write that a kill interrupted
             checkpoint, saved_state = newest_valid_checkpoint(run.checkpoints)
+            resumed = saved_state.get("ginlab", {})
             if checkpoint is not None:
                 epoch = saved_state["epoch"]
                 if epoch > n_epochs:
                     raise ConfigError(f"{save_dir} is already at epoch {epoch}: training_loop.n_epochs={n_epochs} "
                                       f"cannot be reached again. Use n_epochs >= {epoch}. Nothing was changed.")
-            rows = saved_state.get("ginlab", {})
             run.record_reload(command or [], checkpoint, accepted_changes=list(accepted_changes),
-                              history_rows=rows.get("history_rows", 0), step_rows=rows.get("step_rows", 0))
+                              history_rows=resumed.get("history_rows", 0), step_rows=resumed.get("step_rows", 0))
             log.info("==== reload %s from %s", now(), checkpoint or "the start (no checkpoint was written yet)")
         else:
             run.create(command or [], config_files, list(bindings))
@@ -217,7 +217,6 @@ def training_loop(
             run.write_config(gin.operative_config_str(), flat_config())
 
             history = HistoryWriter(run, log_every_n_steps)
-            resumed = saved_state.get("ginlab", {})  # none: the run restarts from step 0, history and all
             run.cut_history(resumed.get("history_rows", 0), resumed.get("step_rows", 0))
             checkpointer = Checkpointer(run.checkpoints, history, monitor, monitor_mode, checkpoint_every_n_steps,
                                         checkpoint_every_n_seconds, keep_checkpoints)
