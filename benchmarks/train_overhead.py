@@ -4,7 +4,8 @@
 1. The goal (<= 1.10x): the digits CNN of configs/cnn.gin, batch 64, batches sliced from in-memory tensors, the
    same optimizer and number of steps, for a hand-written loop, plain Lightning (a textbook LightningModule with
    automatic optimization, on the same batches) and ginlab's loop; measured in this one process, alternating,
-   several rounds. Steady-state step time is the median interval between consecutive training-step starts
+   several rounds. The hand-written loop and plain Lightning run in torch's default mode, as a researcher writes
+   them; ginlab in its own default, deterministic mode (which exact resume needs). Steady-state step time is the median interval between consecutive training-step starts
    within an epoch (all per-step costs included: data fetch, callbacks, history, heartbeat, progress,
    checkpoint checks); epoch-end work (validation, checkpoint) is reported separately as whole-run wall time.
    Also measured interleaved: after each epoch of the Lightning or ginlab loop, one epoch of the hand-written
@@ -13,6 +14,8 @@
 2. The per-step overhead itself, in microseconds: the same three loops on a one-layer model with one torch
    thread, timed in CPU time of the main thread, so that the model's compute is negligible and other load on
    the machine hardly moves the numbers. This is what 1. is made of, and what to watch when changing callbacks.
+   Also ginlab on Lightning's own per-batch path (a callback listening to on_after_backward forces it): what
+   src/ginlab/epoch_loop.py saves.
 
 Also measured: `bin/train.py --help` (goal < 0.5 s) and start-up to the first training step of a real run.
 
@@ -20,6 +23,7 @@ Also measured: `bin/train.py --help` (goal < 0.5 s) and start-up to the first tr
 """
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -52,6 +56,25 @@ class StepTimer(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         STEP_STARTS[-1].append(CLOCK())
+
+
+@register_callback("bench_backward_hook")
+class BackwardHook(pl.Callback):
+    """Listens to a hook that only Lightning's backward wrapper calls: the run takes Lightning's per-batch path."""
+
+    def on_after_backward(self, trainer, pl_module):
+        pass
+
+
+@contextlib.contextmanager
+def torch_defaults():
+    """Torch's default mode (not deterministic), also inside a fit that switched deterministic mode on."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
 
 
 @register_model("bench_linear")
@@ -114,13 +137,14 @@ class HandLoop:
         net.train()
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
         starts = []
-        for i in range(0, len(x), 64):
-            starts.append(CLOCK())
-            idx = order[i:i + 64]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        with torch_defaults():
+            for i in range(0, len(x), 64):
+                starts.append(CLOCK())
+                idx = order[i:i + 64]
+                loss = F.cross_entropy(net(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
         return starts
 
     def validate_and_save(self, folder) -> None:
@@ -173,20 +197,22 @@ def plain_lightning(work, epochs: int, interleave: bool = False):
     torch.manual_seed(0)
     module = PlainLightning(work["net"](dm), work["lr"], work["optimizer"])
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True,
+                         enable_model_summary=False,
                          callbacks=[StepTimer(), *([Interleaved()] if interleave else [])])
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    with torch_defaults():
+        trainer.fit(module, datamodule=dm)
     return steady_step_time(STEP_STARTS), time.perf_counter() - t0
 
 
-def ginlab_loop(work, epochs: int, interleave: bool = False):
+def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: bool = False):
     from ginlab.config import parse
     from ginlab.loop import training_loop
 
     STEP_STARTS.clear()
     INTERLEAVED.update(work=work, hand=[])
-    callbacks = ["bench_step_timer", *(["bench_interleaved"] if interleave else [])]
+    callbacks = ["bench_step_timer", *(["bench_interleaved"] if interleave else []),
+                 *(["bench_backward_hook"] if lightning_path else [])]
     with tempfile.TemporaryDirectory() as tmp:
         parse([ROOT / "configs" / "cnn.gin"], [f"training_loop.n_epochs={epochs}",
                                                f"training_loop.callbacks={callbacks}", *work["bindings"]])
@@ -267,18 +293,20 @@ def main():
     global CLOCK
     CLOCK, threads = time.thread_time, torch.get_num_threads()
     torch.set_num_threads(1)
-    overhead = {"hand-written": [], "plain Lightning": [], "ginlab": []}
+    overhead = {"hand-written": [], "plain Lightning": [], "ginlab": [], "lightning path": []}
     for _ in range(args.rounds):
         overhead["hand-written"].append(hand_written(LINEAR, args.epochs)[0])
         overhead["plain Lightning"].append(plain_lightning(LINEAR, args.epochs)[0])
         overhead["ginlab"].append(ginlab_loop(LINEAR, args.epochs)[0])
+        overhead["lightning path"].append(ginlab_loop(LINEAR, args.epochs, lightning_path=True)[0])
     torch.set_num_threads(threads)
     CLOCK = time.perf_counter
     us = {name: 1e6 * statistics.median(times) for name, times in overhead.items()}
     print("2. per-step cost on a one-layer model (1 thread, CPU time of the main thread, median of rounds):")
     print(f"  hand-written {us['hand-written']:.0f} us   plain Lightning {us['plain Lightning']:.0f} us "
           f"(+{us['plain Lightning'] - us['hand-written']:.0f})   ginlab {us['ginlab']:.0f} us "
-          f"(+{us['ginlab'] - us['hand-written']:.0f})")
+          f"(+{us['ginlab'] - us['hand-written']:.0f})   ginlab on Lightning's per-batch path "
+          f"{us['lightning path']:.0f} us (+{us['lightning path'] - us['hand-written']:.0f})")
     print(f"  ginlab's overhead is {100 * (us['ginlab'] - us['hand-written']) / (1e6 * hs):.1f}% of a hand-written "
           f"CNN step ({1000 * hs:.2f} ms)")
     help_time = command_time([sys.executable, str(ROOT / "bin" / "train.py"), "--help"])

@@ -10,7 +10,9 @@ The optimizer step is written out here (Lightning's "manual optimization": zero_
 because Lightning's automatic optimization wraps the same four calls in closures and hook dispatch that cost
 about 65 us per step, 2% of the digits CNN's step (benchmarks/train_overhead.py). What automatic optimization
 would do besides, this module does itself: gradient clipping by norm, and stepping the LR schedulers once per
-epoch (after validation, so ReduceLROnPlateau sees the epoch's val metric).
+epoch (after validation, so ReduceLROnPlateau sees the epoch's val metric). Where LeanEpochLoop runs the lean
+path (epoch_loop.py), the four calls go to the torch optimizer and the loss directly, not through Lightning's
+wrappers, whose hooks nobody listens to then.
 """
 
 import inspect
@@ -26,7 +28,7 @@ from ginlab import distributed
 # it calls per step (about 45 times), and training_step counts examples. nn.Module.__setattr__ first checks
 # whether the value is a parameter, buffer or submodule; for these plain values that check is pure overhead,
 # about 1.5 us a time, 2-3% of a small model's step.
-_PLAIN_PER_STEP = frozenset({"_current_fx_name", "_train_count"})
+_PLAIN_PER_STEP = frozenset({"_current_fx_name", "_train_count", "lean_optimizer_step"})
 PLATEAU_MONITOR = "val_loss"  # what a ReduceLROnPlateau schedule is stepped with
 
 
@@ -44,6 +46,7 @@ class Classifier(pl.LightningModule):
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ["_train_loss_sum"])
         self._train_count = 0
         self._eval_sums = {}
+        self.lean_optimizer_step = False  # set by LeanEpochLoop at each epoch start
 
     def __setattr__(self, name, value):
         if name in _PLAIN_PER_STEP:
@@ -67,13 +70,29 @@ class Classifier(pl.LightningModule):
         self._train_count += len(y)
         if self.trainer.fit_loop._skip_backward:  # SWA's extra epoch that only refreshes batch-norm statistics
             return loss
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
+        if self.lean_optimizer_step:
+            # The same four calls on the torch optimizer itself, counted where Lightning's wrapper counts them
+            # (global_step). LeanEpochLoop allows this only when nothing listens to the hooks the wrapper would
+            # call and the precision plugin does not scale the loss: see epoch_loop.py.
+            optimizer = self.trainer.optimizers[0]
+            optimizer.zero_grad()
+            loss.backward()
+            self._clip(optimizer)
+            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            progress.increment_ready()
+            optimizer.step()
+            progress.increment_completed()
+        else:
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            self._clip(optimizer)
+            optimizer.step()
+        return loss
+
+    def _clip(self, optimizer):
         if self.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
-        optimizer.step()
-        return loss
 
     # Lightning inspects training_step's signature on every step (to decide whether to pass batch_idx);
     # inspect honours a stored __signature__, which turns that 20 us into 4 us.
