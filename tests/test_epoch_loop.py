@@ -76,9 +76,9 @@ def test_the_classifier_takes_the_lean_path(monkeypatch):
 @pytest.mark.parametrize("case", ["backward hook", "profiler", "own module"])
 def test_anything_that_would_notice_gets_lightnings_path(case):
     counter = CountBackward()
-    kwargs = {"backward hook": dict(callbacks=[counter]), "profiler": dict(profiler=SimpleProfiler()),
-              "own module": dict(module=OwnModule())}[case]
-    trainer, module, loop = fit(**kwargs)
+    kwargs = {"backward hook": {"callbacks": [counter]}, "profiler": {"profiler": SimpleProfiler()},
+              "own module": {"module": OwnModule()}}[case]
+    trainer, _, loop = fit(**kwargs)
     assert not loop.lean
     assert trainer.global_step == 12
     reasons = epoch_loop.lean_obstacles(trainer)

@@ -80,6 +80,7 @@ def _needs_transfer(trainer: "pl.Trainer") -> bool:
 
 class LeanEpochLoop(_TrainingEpochLoop):
     lean = False  # decided at the start of each epoch
+    _reported = None
 
     def on_run_start(self, data_fetcher) -> None:
         super().on_run_start(data_fetcher)
@@ -87,8 +88,9 @@ class LeanEpochLoop(_TrainingEpochLoop):
         obstacles = lean_obstacles(trainer)
         if isinstance(data_fetcher, _DataLoaderIterDataFetcher):
             obstacles.append("training_step takes dataloader_iter")
-        if obstacles and self.lean is not False:
-            log.debug("Lightning's own per-batch path: %s", "; ".join(obstacles))
+        if obstacles != self._reported:
+            log.debug("per-batch path: %s", "Lightning's, for " + "; ".join(obstacles) if obstacles else "lean")
+            self._reported = obstacles
         self.lean = not obstacles
         if hasattr(module, "lean_optimizer_step"):
             module.lean_optimizer_step = self.lean
