@@ -213,6 +213,19 @@ def test_stop_signal_writes_a_checkpoint_marks_interrupted_and_reload_continues_
     assert_same_run(reference(0), folder)
 
 
+def test_a_reload_computes_with_the_thread_count_the_run_started_with(tmp_path, reference, monkeypatch):
+    # torch's CPU sums are split by thread: 1 and 2 threads give different bits for the same run. The reference
+    # trained with 1 thread (conftest); the reload happens where torch would take 2 (another --slots, another node).
+    expected, folder = reference(0), tmp_path / "run"  # (the reference trains here if no test needed it yet)
+    code, out = interrupt([folder, reference.config], signal.SIGTERM)
+    assert code == 3, out
+    assert read_json(folder / "meta.json")["torch_threads"] == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    proc = train(folder, *RELOAD, check=0)
+    assert "torch threads: 1, as when the run started (this process would use 2)" in proc.stdout + proc.stderr
+    assert_same_run(expected, folder)
+
+
 def test_ctrl_c_twice_stops_at_once_and_the_run_still_reloads(tmp_path, reference):
     folder = tmp_path / "run"
     proc = start_train(folder, reference.config)

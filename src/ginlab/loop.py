@@ -72,6 +72,15 @@ def setting(name: str):
     return value
 
 
+def keep_torch_threads(threads: int | None) -> None:
+    """Compute with the run's thread count: torch splits its CPU sums by thread, so a reload with another count
+    (another --slots, another node, another OMP_NUM_THREADS) would continue a different run."""
+    if threads and threads != torch.get_num_threads():
+        log.info("torch threads: %d, as when the run started (this process would use %d): the results depend on it",
+                 threads, torch.get_num_threads())
+        torch.set_num_threads(threads)
+
+
 def build_from_config():
     """(datamodule, module) exactly as training_loop builds them from the parsed gin config.
 
@@ -208,6 +217,7 @@ def training_loop(
                                       f"cannot be reached again. Use n_epochs >= {epoch}. Nothing was changed.")
             run.record_reload(command or [], checkpoint, accepted_changes=list(accepted_changes),
                               history_rows=resumed.get("history_rows", 0), step_rows=resumed.get("step_rows", 0))
+            keep_torch_threads(run.read_meta().get("torch_threads"))
             log.info("==== reload %s from %s", now(), checkpoint or "the start (no checkpoint was written yet)")
         else:
             run.create(command or [], config_files, list(bindings))

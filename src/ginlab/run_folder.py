@@ -140,6 +140,7 @@ class RunFolder:
             "command": command,
             "cwd": os.getcwd(),
             "versions": versions(),
+            "torch_threads": torch_threads(),
             "git": git,
             "error": None,
             "exit_code": None,
@@ -254,6 +255,14 @@ def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "pytorch_lightning": pytorch_lightning.__version__, "gin": getattr(gin, "__version__", "0.5.0"),
             "ginlab": ginlab.__version__}
+
+
+def torch_threads() -> int:
+    """The number of threads torch computes with (OMP_NUM_THREADS, or the cores): a reload keeps it, because torch's
+    CPU sums are split by thread and another number gives other bits."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def git_state(diff_path: Path) -> dict:
