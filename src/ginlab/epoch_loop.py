@@ -20,11 +20,12 @@ It leaves out only calls with nothing to do in that case:
 - the step-wise LR scheduler updates, which Lightning makes only under automatic optimization.
 
 The Classifier then steps its optimizer itself, counting the step in Lightning's progress (see
-`Classifier.training_step`). Whenever the case is not that one, the loop runs Lightning's own `advance`, and the
-Classifier goes through Lightning's optimizer wrapper. That happens under DDP, with a profiler on, with a precision
-that converts inputs or scales the loss, with a module or callback that has backward or optimizer-step hooks, for
-another LightningModule, and for the first batch after a restart. tests/test_epoch_loop.py checks that both paths
-give bitwise-equal weights, histories and checkpoints.
+`Classifier.training_step`, which reads `lean`). Whenever the case is not that one, the loop runs Lightning's own
+`advance`, and the Classifier goes through Lightning's optimizer and backward wrappers. That happens under DDP,
+with a profiler on, with a precision that converts inputs or scales the loss, with a module or callback that has
+backward or optimizer-step hooks, and for another LightningModule. The first batch after a restart also goes
+through Lightning's `advance`, which decides whether validation is still due. tests/test_epoch_loop.py checks
+that both paths give bitwise-equal weights, histories and checkpoints.
 """
 
 import logging
@@ -84,16 +85,14 @@ class LeanEpochLoop(_TrainingEpochLoop):
 
     def on_run_start(self, data_fetcher) -> None:
         super().on_run_start(data_fetcher)
-        trainer, module = self.trainer, self.trainer.lightning_module
+        trainer = self.trainer
         obstacles = lean_obstacles(trainer)
         if isinstance(data_fetcher, _DataLoaderIterDataFetcher):
             obstacles.append("training_step takes dataloader_iter")
         if obstacles != self._reported:
             log.debug("per-batch path: %s", "Lightning's, for " + "; ".join(obstacles) if obstacles else "lean")
             self._reported = obstacles
-        self.lean = not obstacles
-        if hasattr(module, "lean_optimizer_step"):
-            module.lean_optimizer_step = self.lean
+        self.lean = not obstacles  # Classifier.training_step reads it too
         if self.lean:
             self._transfer = _needs_transfer(trainer)
             # Lightning calls each callback's hook when it is callable; the base class's are empty.

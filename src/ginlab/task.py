@@ -28,7 +28,7 @@ from ginlab import distributed
 # it calls per step (about 45 times), and training_step counts examples. nn.Module.__setattr__ first checks
 # whether the value is a parameter, buffer or submodule; for these plain values that check is pure overhead,
 # about 1.5 us a time, 2-3% of a small model's step.
-_PLAIN_PER_STEP = frozenset({"_current_fx_name", "_train_count", "lean_optimizer_step"})
+_PLAIN_PER_STEP = frozenset({"_current_fx_name", "_train_count"})
 PLATEAU_MONITOR = "val_loss"  # what a ReduceLROnPlateau schedule is stepped with
 
 
@@ -46,7 +46,6 @@ class Classifier(pl.LightningModule):
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ["_train_loss_sum"])
         self._train_count = 0
         self._eval_sums = {}
-        self.lean_optimizer_step = False  # set by LeanEpochLoop at each epoch start
 
     def __setattr__(self, name, value):
         if name in _PLAIN_PER_STEP:
@@ -68,9 +67,10 @@ class Classifier(pl.LightningModule):
         loss = F.cross_entropy(self.net(x), y)
         self._train_loss_sum.add_(loss.detach(), alpha=len(y))
         self._train_count += len(y)
-        if self.trainer.fit_loop._skip_backward:  # SWA's extra epoch that only refreshes batch-norm statistics
+        fit_loop = self.trainer.fit_loop
+        if fit_loop._skip_backward:  # SWA's extra epoch that only refreshes batch-norm statistics
             return loss
-        if self.lean_optimizer_step:
+        if getattr(fit_loop.epoch_loop, "lean", False):
             # The same four calls on the torch optimizer itself, counted where Lightning's wrapper counts them
             # (global_step). LeanEpochLoop allows this only when nothing listens to the hooks the wrapper would
             # call and the precision plugin does not scale the loss: see epoch_loop.py.
@@ -78,7 +78,7 @@ class Classifier(pl.LightningModule):
             optimizer.zero_grad()
             loss.backward()
             self._clip(optimizer)
-            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            progress = fit_loop.epoch_loop.manual_optimization.optim_step_progress
             progress.increment_ready()
             optimizer.step()
             progress.increment_completed()
