@@ -2,6 +2,7 @@
 and it trains bitwise the same as Lightning's own path, run folder and checkpoints included."""
 
 import textwrap
+from unittest import mock
 
 import pytest
 import pytorch_lightning as pl
@@ -73,17 +74,39 @@ def test_the_classifier_takes_the_lean_path(monkeypatch):
     assert backward_calls == []  # Lightning's backward wrapper was not used
 
 
-@pytest.mark.parametrize("case", ["backward hook", "profiler", "own module"])
+class StepsItsOwnWay(Classifier):
+    """A subclass may do anything in its step; here, Lightning's optimizer wrapper, which counts the steps."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss
+
+
+def subclass():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    return StepsItsOwnWay(net, torch.optim.SGD(net.parameters(), lr=0.1))
+
+
+@pytest.mark.parametrize("case", ["backward hook", "mocked hook", "profiler", "own module", "subclass"])
 def test_anything_that_would_notice_gets_lightnings_path(case):
     counter = CountBackward()
-    kwargs = {"backward hook": {"callbacks": [counter]}, "profiler": {"profiler": SimpleProfiler()},
-              "own module": {"module": OwnModule()}}[case]
+    mocked = mock.MagicMock(spec=pl.Callback)  # every hook a callable Lightning would call
+    mocked.state_key = "mocked"
+    kwargs = {"backward hook": {"callbacks": [counter]}, "mocked hook": {"callbacks": [mocked]},
+              "profiler": {"profiler": SimpleProfiler()}, "own module": {"module": OwnModule()},
+              "subclass": {"module": subclass()}}[case]
     trainer, _, loop = fit(**kwargs)
     assert not loop.lean
     assert trainer.global_step == 12
     reasons = epoch_loop.lean_obstacles(trainer)
-    expected = {"backward hook": "CountBackward.on_after_backward", "profiler": "profiler SimpleProfiler",
-                "own module": "OwnModule is a LightningModule of its own"}[case]
+    expected = {"backward hook": "CountBackward.on_after_backward", "mocked hook": "on_after_backward",
+                "profiler": "profiler SimpleProfiler", "own module": "OwnModule is not ginlab's Classifier",
+                "subclass": "StepsItsOwnWay is not ginlab's Classifier"}[case]
     assert any(expected in reason for reason in reasons), reasons
     if case == "backward hook":
         assert counter.calls == 12  # the hook is never skipped
@@ -107,10 +130,11 @@ def test_both_paths_train_bitwise_the_same():
 def test_a_callbacks_batch_hooks_and_logging_work_on_the_lean_path():
     class LogsPerBatch(pl.Callback):
         def __init__(self):
-            self.seen = []
+            self.seen, self.batch_types = [], set()
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.seen.append(("start", batch_idx, pl_module._current_fx_name))
+            self.batch_types.add(type(batch))
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.seen.append(("end", batch_idx, float(outputs["loss"]) > 0))
@@ -122,6 +146,7 @@ def test_a_callbacks_batch_hooks_and_logging_work_on_the_lean_path():
     assert callback.seen == [(kind, i, value) for i in range(6)
                              for kind, value in (("start", "on_train_batch_start"), ("end", True))]
     assert float(trainer.callback_metrics["train_batch_idx"]) == pytest.approx(2.5)  # mean of 0..5
+    assert callback.batch_types == {list}  # what DataLoader's default_convert makes of the (x, y) tuple, as before
 
 
 def test_a_run_folder_is_the_same_on_both_paths(tmp_path_factory, tmp_path):

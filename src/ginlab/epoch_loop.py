@@ -22,8 +22,9 @@ It leaves out only calls with nothing to do in that case:
 The Classifier then steps its optimizer itself, counting the step in Lightning's progress (see
 `Classifier.training_step`, which reads `lean`). Whenever the case is not that one, the loop runs Lightning's own
 `advance`, and the Classifier goes through Lightning's optimizer and backward wrappers. That happens under DDP,
-with a profiler on, with a precision that converts inputs or scales the loss, with a module or callback that has
-backward or optimizer-step hooks, and for another LightningModule. The first batch after a restart also goes
+with a profiler on, with a precision that converts inputs or scales the loss, with a callback that has backward or
+optimizer-step hooks, for another LightningModule (a subclass of the Classifier included) and for data that is not
+an InMemoryDataModule's. The first batch after a restart also goes
 through Lightning's `advance`, which decides whether validation is still due. tests/test_epoch_loop.py checks
 that both paths give bitwise-equal weights, histories and checkpoints.
 """
@@ -36,7 +37,6 @@ from pytorch_lightning.loops.optimization.manual import ManualResult
 from pytorch_lightning.loops.training_epoch_loop import _TrainingEpochLoop
 from pytorch_lightning.plugins.precision import MixedPrecision, Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
-from pytorch_lightning.utilities.model_helpers import is_overridden
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +45,35 @@ STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_st
 TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
+def _listens(obj, hook: str, base: type) -> bool:
+    """Whether Lightning would call something for `hook` on `obj`: anything callable but `base`'s empty method."""
+    fn = getattr(obj, hook, None)
+    return callable(fn) and getattr(fn, "__func__", fn) is not getattr(base, hook)
+
+
 def lean_obstacles(trainer: "pl.Trainer") -> list[str]:
     """Why the lean path cannot run for this trainer (empty: it can)."""
+    from ginlab.data import InMemoryDataModule
     from ginlab.profiling import NoProfiler
     from ginlab.task import Classifier
 
     module, obstacles = trainer.lightning_module, []
-    if not isinstance(module, Classifier):
-        obstacles.append(f"the model {type(module).__name__} is a LightningModule of its own")
+    # Exactly the Classifier: a subclass may step, take its arguments or run backward its own way.
+    if type(module) is not Classifier:
+        obstacles.append(f"the model {type(module).__name__} is not ginlab's Classifier")
+    # ginlab's in-memory batches: (x, y) tensors on the CPU, never None.
+    if not isinstance(trainer.datamodule, InMemoryDataModule):
+        obstacles.append(f"the datamodule {type(trainer.datamodule).__name__} is not an InMemoryDataModule")
     if type(trainer.strategy) is not SingleDeviceStrategy:
         obstacles.append(f"strategy {type(trainer.strategy).__name__}")
-    if not isinstance(trainer.profiler, NoProfiler):
+    if type(trainer.profiler) is not NoProfiler:
         obstacles.append(f"profiler {type(trainer.profiler).__name__}")
     plugin = trainer.precision_plugin
     if not (type(plugin) is Precision or (type(plugin) is MixedPrecision and plugin.scaler is None)):
         obstacles.append(f"precision plugin {type(plugin).__name__}")
-    for hook in STEP_HOOKS + ("on_train_batch_start", "on_train_batch_end"):
-        if is_overridden(hook, module, pl.LightningModule):
-            obstacles.append(f"the module's {hook}")
     for callback in trainer.callbacks:
         for hook in STEP_HOOKS:
-            if is_overridden(hook, callback, pl.Callback):
+            if _listens(callback, hook, pl.Callback):
                 obstacles.append(f"{type(callback).__name__}.{hook}")
     return obstacles
 
@@ -74,9 +82,8 @@ def _needs_transfer(trainer: "pl.Trainer") -> bool:
     if trainer.strategy.root_device.type != "cpu":
         return True
     module, datamodule = trainer.lightning_module, trainer.datamodule
-    return any(is_overridden(hook, module, pl.LightningModule) for hook in TRANSFER_HOOKS) or (
-        datamodule is not None and any(is_overridden(hook, datamodule, pl.LightningDataModule)
-                                       for hook in TRANSFER_HOOKS))
+    return any(_listens(module, hook, pl.LightningModule) for hook in TRANSFER_HOOKS) or any(
+        _listens(datamodule, hook, pl.LightningDataModule) for hook in TRANSFER_HOOKS)
 
 
 class LeanEpochLoop(_TrainingEpochLoop):
@@ -97,9 +104,9 @@ class LeanEpochLoop(_TrainingEpochLoop):
             self._transfer = _needs_transfer(trainer)
             # Lightning calls each callback's hook when it is callable; the base class's are empty.
             self._on_batch_start = [cb.on_train_batch_start for cb in trainer.callbacks
-                                    if is_overridden("on_train_batch_start", cb, pl.Callback)]
+                                    if _listens(cb, "on_train_batch_start", pl.Callback)]
             self._on_batch_end = [cb.on_train_batch_end for cb in trainer.callbacks
-                                  if is_overridden("on_train_batch_end", cb, pl.Callback)]
+                                  if _listens(cb, "on_train_batch_end", pl.Callback)]
 
     def advance(self, data_fetcher) -> None:
         if not self.lean or self.restarting:

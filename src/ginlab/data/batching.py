@@ -131,9 +131,9 @@ class BatchLoader(DataLoader):
         # the workers of an epoch the same seeds as the uninterrupted run did.
         self.generator.manual_seed(_mix(self.seed, self.current_epoch, 0x5EED))
         if self.num_workers == 0:
-            # In this process a batch is one dataset[key]: DataLoader's fetcher, conversion and pinning checks
-            # would do nothing to it but cost about 15 us a batch.
-            return map(self.dataset.__getitem__, iter(self.sampler))
+            # In this process a batch is collate_fn(dataset[key]), as DataLoader makes it (default_convert: the
+            # (x, y) tuple becomes a list), without its fetcher and pinning checks: about 15 us a batch less.
+            return (self.collate_fn(self.dataset[key]) for key in self.sampler)
         return super().__iter__()
 
     def __len__(self):
