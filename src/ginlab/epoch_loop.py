@@ -24,9 +24,9 @@ The Classifier then steps its optimizer itself, counting the step in Lightning's
 `advance`, and the Classifier goes through Lightning's optimizer and backward wrappers. That happens under DDP,
 with a profiler on, with a precision that converts inputs or scales the loss, with a callback that has backward or
 optimizer-step hooks, for another LightningModule (a subclass of the Classifier included) and for data that is not
-an InMemoryDataModule's. The first batch after a restart also goes
-through Lightning's `advance`, which decides whether validation is still due. tests/test_epoch_loop.py checks
-that both paths give bitwise-equal weights, histories and checkpoints.
+an InMemoryDataModule's. The first batch after a restart also goes through Lightning's `advance`, which decides
+whether validation is still due. tests/test_epoch_loop.py checks that both paths give bitwise-equal weights,
+histories and checkpoints.
 """
 
 import logging
