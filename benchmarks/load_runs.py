@@ -62,7 +62,8 @@ def main() -> None:
                 started = time.perf_counter()
                 generate_runs(folder, num_runs, args.epochs)
                 print(
-                    f"generated {num_runs} run folders x {args.epochs} epochs in {time.perf_counter() - started:.0f} s"
+                    f"generated {num_runs} run folders x {args.epochs} epochs in "
+                    f"{time.perf_counter() - started:.0f} s"
                 )
             results[num_runs] = time_ginlab(folder, args.repeat)
         mlflow = None if args.no_mlflow else time_mlflow(work, args, min(args.runs))
@@ -80,9 +81,11 @@ def parse_arguments():
     parser.add_argument("--runs", type=int, nargs="+", default=[2000], help="numbers of runs (default 2000)")
     parser.add_argument("--epochs", type=int, default=100, help="history lines per run (default 100)")
     parser.add_argument("--mlflow-runs", type=int, default=2000,
-                        help="runs logged into MLflow (default 2000; fewer are extrapolated linearly)")  # fmt: skip
+                        help="runs logged into MLflow (default 2000; "
+                             "fewer are extrapolated linearly)")  # fmt: skip
     parser.add_argument("--history-sample", type=int, default=20,
-                        help="runs whose 10 metric histories are fetched from MLflow (default 20)")  # fmt: skip
+                        help="runs whose 10 metric histories are fetched from MLflow "
+                             "(default 20)")  # fmt: skip
     parser.add_argument("--no-mlflow", action="store_true", help="time ginlab only")
     parser.add_argument("--repeat", type=int, default=3, help="calls per timing; the median is reported")
     parser.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it (reused when run again)")
@@ -129,12 +132,14 @@ def generate_runs(folder: Path, num_runs: int, epochs: int) -> None:
         if status == "finished":
             best = max(history, key=lambda record: record["val_acc"])
             summary = {
-                "status": "finished", "epochs": done, "steps": history[-1]["step"], "time": history[-1]["time"],
-                "monitor": {"metric": "val_acc", "mode": "max"},
-                "final": {key: history[-1][key] for key in ("epoch", "step", "train_loss", "val_loss", "val_acc")},
+                "status": "finished", "epochs": done, "steps": history[-1]["step"],
+                "time": history[-1]["time"], "monitor": {"metric": "val_acc", "mode": "max"},
+                "final": {key: history[-1][key]
+                          for key in ("epoch", "step", "train_loss", "val_loss", "val_acc")},
                 "best": {"epoch": best["epoch"], "step": best["step"], "val_acc": best["val_acc"],
                          "checkpoint": "checkpoints/best.ckpt"},
-                "test": {"test_loss": rng.random(), "test_acc": rng.random(), "checkpoint": "checkpoints/best.ckpt"},
+                "test": {"test_loss": rng.random(), "test_acc": rng.random(),
+                         "checkpoint": "checkpoints/best.ckpt"},
             }  # fmt: skip
             (run / "summary.json").write_text(json.dumps(summary, indent=2))
             (run / "evaluations").mkdir()
@@ -179,7 +184,9 @@ def median_seconds(function, repeat: int, before=None) -> float:
 
 
 def time_ginlab(folder: Path, repeat: int) -> dict:
-    drop_cache = lambda: shutil.rmtree(folder / FOLDER_NAME, ignore_errors=True)
+    def drop_cache():
+        shutil.rmtree(folder / FOLDER_NAME, ignore_errors=True)
+
     results = {
         "runs": sum(1 for _ in folder.iterdir()),
         "load_runs": median_seconds(lambda: load_runs(folder), repeat),
@@ -232,7 +239,8 @@ def time_mlflow(work: Path, args, num_runs: int) -> dict:
             client, experiment, sorted((work / f"runs-{num_runs}").glob("run-*"))[:logged]
         )
         print(
-            f"logged {logged} runs into MLflow {mlflow.__version__} (SQLite) in {time.perf_counter() - started:.0f} s"
+            f"logged {logged} runs into MLflow {mlflow.__version__} (SQLite) in "
+            f"{time.perf_counter() - started:.0f} s"
         )
         (store / "complete").touch()
 
@@ -283,7 +291,8 @@ def print_report(results: dict, mlflow: dict | None, args) -> None:
     for num_runs, result in results.items():
         scale = num_runs / 2000
         print(
-            f"ginlab, {num_runs} runs x {args.epochs} epochs ({result['rows']} history rows), median of {args.repeat}:"
+            f"ginlab, {num_runs} runs x {args.epochs} epochs ({result['rows']} history rows), "
+            f"median of {args.repeat}:"
         )
         for name in ("load_runs", "histories cold", "histories warm", "histories after 1% changed"):
             seconds = result[name]
@@ -296,7 +305,8 @@ def print_report(results: dict, mlflow: dict | None, args) -> None:
     if len(results) > 1:
         sizes = sorted(results)
         print(
-            f"growth from {sizes[0]} to {sizes[-1]} runs (x{sizes[-1] / sizes[0]:.0f}); linear means equal cost per run:"
+            f"growth from {sizes[0]} to {sizes[-1]} runs (x{sizes[-1] / sizes[0]:.0f}); "
+            f"linear means equal cost per run:"
         )
         for name in ("load_runs", "histories cold", "histories warm"):
             small, large = (results[size][name] / size for size in (sizes[0], sizes[-1]))
@@ -311,8 +321,9 @@ def print_report(results: dict, mlflow: dict | None, args) -> None:
     note = f" (timed on {mlflow['logged']} runs, scaled x{factor:.1f})" if factor != 1 else ""
     print(f"\nMLflow {num_runs} runs, SQLite backend:")
     print(f"  search_runs                  {search:7.3f} s{note}, latest metric values only")
-    print(f"  get_metric_history           {mlflow['per_call'] * 1000:7.1f} ms per call (timed on {mlflow['sample']} runs"
-          f" x {len(METRICS)} metrics); x {num_runs * len(METRICS)} calls = {histories:.1f} s (extrapolated)")  # fmt: skip
+    print(f"  get_metric_history           {mlflow['per_call'] * 1000:7.1f} ms per call "
+          f"(timed on {mlflow['sample']} runs x {len(METRICS)} metrics); "
+          f"x {num_runs * len(METRICS)} calls = {histories:.1f} s (extrapolated)")  # fmt: skip
     print("\nratios (MLflow time / ginlab time):")
     print(f"  load_runs      vs search_runs        {search / result['load_runs']:6.1f}x")
     print(f"  histories cold vs get_metric_history {histories / result['histories cold']:6.0f}x")

@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rich.console import Console
+from rich.console import Console  # noqa: E402
 
-from ginlab.experiments import Experiment, prepare
-from ginlab.experiments.local import LocalRunner, available_cores
-from ginlab.experiments.progress import Progress
+from ginlab.experiments import Experiment, prepare  # noqa: E402
+from ginlab.experiments.local import LocalRunner, available_cores  # noqa: E402
+from ginlab.experiments.progress import Progress  # noqa: E402
 
 
 def main() -> None:
@@ -61,7 +61,8 @@ def main() -> None:
         f"{available_cores()} cores, {runner.threads} torch thread(s) per run"
     )
     print(
-        f"  run time: mean {statistics.mean(seconds):.2f} s, min {min(seconds):.2f} s, max {max(seconds):.2f} s"
+        f"  run time: mean {statistics.mean(seconds):.2f} s, min {min(seconds):.2f} s, "
+        f"max {max(seconds):.2f} s"
     )
     print(
         f"  wall time {wall:.2f} s; ideal (sum of run times / slots) {ideal:.2f} s; ratio {wall / ideal:.3f} "

@@ -1,21 +1,22 @@
 #!/usr/bin/env python3
 """What ginlab's training loop costs per step, against a hand-written PyTorch loop on the same work.
 
-1. The goal (<= 1.10x): the digits CNN of configs/cnn.gin, batch 64, batches sliced from in-memory tensors, the
-   same optimizer and number of steps, for a hand-written loop, plain Lightning (a textbook LightningModule with
-   automatic optimization, on the same batches) and ginlab's loop; measured in this one process, alternating,
-   several rounds. The hand-written loop and plain Lightning run in torch's default mode, as a researcher writes
-   them; ginlab in its own default, deterministic mode (which exact resume needs). Steady-state step time is the median interval between consecutive training-step starts
-   within an epoch (all per-step costs included: data fetch, callbacks, history, heartbeat, progress,
-   checkpoint checks); epoch-end work (validation, checkpoint) is reported separately as whole-run wall time.
-   Also measured interleaved: after each epoch of the Lightning or ginlab loop, one epoch of the hand-written
-   loop, so that the two are timed within a second of each other (this machine's speed drifts by tens of
-   percent between runs seconds apart); the ratio per epoch pair, median and quartiles over all of them.
+1. The goal (<= 1.10x): the digits CNN of configs/cnn.gin, batch 64, batches sliced from in-memory tensors,
+   the same optimizer and number of steps, for a hand-written loop, plain Lightning (a textbook
+   LightningModule with automatic optimization, on the same batches) and ginlab's loop; measured in this one
+   process, alternating, several rounds. The hand-written loop and plain Lightning run in torch's default
+   mode, as a researcher writes them; ginlab in its own default, deterministic mode (which exact resume
+   needs). Steady-state step time is the median interval between consecutive training-step starts within an
+   epoch (all per-step costs included: data fetch, callbacks, history, heartbeat, progress, checkpoint
+   checks); epoch-end work (validation, checkpoint) is reported separately as whole-run wall time. Also
+   measured interleaved: after each epoch of the Lightning or ginlab loop, one epoch of the hand-written loop,
+   so that the two are timed within a second of each other (this machine's speed drifts by tens of percent
+   between runs seconds apart); the ratio per epoch pair, median and quartiles over all of them.
 2. The per-step overhead itself, in microseconds: the same three loops on a one-layer model with one torch
    thread, timed in CPU time of the main thread, so that the model's compute is negligible and other load on
-   the machine hardly moves the numbers. This is what 1. is made of, and what to watch when changing callbacks.
-   Also ginlab on Lightning's own per-batch path (a callback listening to on_after_backward forces it): what
-   src/ginlab/epoch_loop.py saves.
+   the machine hardly moves the numbers. This is what 1. is made of, and what to watch when changing
+   callbacks. Also ginlab on Lightning's own per-batch path (a callback listening to on_after_backward forces
+   it): what src/ginlab/epoch_loop.py saves.
 
 Also measured: `bin/train.py --help` (goal < 0.5 s) and start-up to the first training step of a real run.
 
@@ -60,7 +61,8 @@ class StepTimer(pl.Callback):
 
 @register_callback("bench_backward_hook")
 class BackwardHook(pl.Callback):
-    """Listens to a hook that only Lightning's backward wrapper calls: the run takes Lightning's per-batch path."""
+    """Listens to a hook that only Lightning's backward wrapper calls:
+    the run takes Lightning's per-batch path."""
 
     def on_after_backward(self, trainer, pl_module):
         pass
@@ -90,7 +92,8 @@ class Linear(nn.Module):
 
 
 class PlainLightning(pl.LightningModule):
-    """The LightningModule a researcher would write: automatic optimization, the loss logged once per epoch."""
+    """The LightningModule a researcher would write: automatic optimization,
+    the loss logged once per epoch."""
 
     def __init__(self, net, lr, optimizer):
         super().__init__()
@@ -106,18 +109,29 @@ class PlainLightning(pl.LightningModule):
 
 def steady_step_time(epochs_of_starts) -> float:
     # Drop each epoch's first interval: it includes creating the epoch's iterator.
-    intervals = [b - a for starts in epochs_of_starts for a, b in zip(starts[1:], starts[2:])]
+    intervals = [b - a for starts in epochs_of_starts for a, b in zip(starts[1:], starts[2:], strict=False)]
     return statistics.median(intervals)
 
 
 # The two workloads: (bindings for ginlab, how the other two loops build the same model, data and optimizer).
-CNN = dict(bindings=[], datamodule=lambda: Digits(batch_size=64),
-           net=lambda dm: CNN_MODEL(dm.input_shape, 10, channels=(32, 64), dropout=0.2),
-           optimizer=torch.optim.Adam, lr=3e-3)
-LINEAR = dict(bindings=["training_loop.model='bench_linear'", "training_loop.optimizer=@torch.optim.SGD",
-                        "torch.optim.SGD.lr=0.1"],
-              datamodule=lambda: Digits(batch_size=64), net=lambda dm: Linear(dm.input_shape, 10),
-              optimizer=torch.optim.SGD, lr=0.1)
+CNN = dict(
+    bindings=[],
+    datamodule=lambda: Digits(batch_size=64),
+    net=lambda dm: CNN_MODEL(dm.input_shape, 10, channels=(32, 64), dropout=0.2),
+    optimizer=torch.optim.Adam,
+    lr=3e-3,
+)
+LINEAR = dict(
+    bindings=[
+        "training_loop.model='bench_linear'",
+        "training_loop.optimizer=@torch.optim.SGD",
+        "torch.optim.SGD.lr=0.1",
+    ],
+    datamodule=lambda: Digits(batch_size=64),
+    net=lambda dm: Linear(dm.input_shape, 10),
+    optimizer=torch.optim.SGD,
+    lr=0.1,
+)
 
 
 class HandLoop:
@@ -140,7 +154,7 @@ class HandLoop:
         with torch_defaults():
             for i in range(0, len(x), 64):
                 starts.append(CLOCK())
-                idx = order[i:i + 64]
+                idx = order[i : i + 64]
                 loss = F.cross_entropy(net(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -151,9 +165,13 @@ class HandLoop:
         net, xv, yv = self.net, self.xv, self.yv
         net.eval()
         with torch.no_grad():
-            correct = sum((net(xv[i:i + 64]).argmax(1) == yv[i:i + 64]).sum().item() for i in range(0, len(xv), 64))
-        torch.save({"model": net.state_dict(), "opt": self.opt.state_dict(), "acc": correct / len(xv)},
-                   os.path.join(folder, "last.ckpt"))
+            correct = sum(
+                (net(xv[i : i + 64]).argmax(1) == yv[i : i + 64]).sum().item() for i in range(0, len(xv), 64)
+            )
+        torch.save(
+            {"model": net.state_dict(), "opt": self.opt.state_dict(), "acc": correct / len(xv)},
+            os.path.join(folder, "last.ckpt"),
+        )
 
 
 def hand_written(work, epochs: int, seed: int = 0):
@@ -166,7 +184,10 @@ def hand_written(work, epochs: int, seed: int = 0):
     return steady_step_time(starts), time.perf_counter() - t0
 
 
-INTERLEAVED = {"work": None, "hand": []}  # the workload of the interleaved hand-written epochs, and their starts
+INTERLEAVED = {
+    "work": None,
+    "hand": [],
+}  # the workload of the interleaved hand-written epochs, and their starts
 
 
 @register_callback("bench_interleaved")
@@ -183,9 +204,15 @@ class Interleaved(pl.Callback):
 
 def epoch_ratios(measured, hand) -> list[float]:
     """Per epoch: the loop's median step interval over the next hand-written epoch's."""
+
     def median_interval(starts):
-        return statistics.median(b - a for a, b in zip(starts[1:], starts[2:]))
-    return [median_interval(m) / median_interval(h) for m, h in zip(measured, hand) if len(m) > 3 and len(h) > 3]
+        return statistics.median(b - a for a, b in zip(starts[1:], starts[2:], strict=False))
+
+    return [
+        median_interval(m) / median_interval(h)
+        for m, h in zip(measured, hand, strict=False)
+        if len(m) > 3 and len(h) > 3
+    ]
 
 
 def plain_lightning(work, epochs: int, interleave: bool = False):
@@ -196,9 +223,14 @@ def plain_lightning(work, epochs: int, interleave: bool = False):
     dm.setup()
     torch.manual_seed(0)
     module = PlainLightning(work["net"](dm), work["lr"], work["optimizer"])
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False,
-                         callbacks=[StepTimer(), *([Interleaved()] if interleave else [])])
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StepTimer(), *([Interleaved()] if interleave else [])],
+    )
     t0 = time.perf_counter()
     with torch_defaults():
         trainer.fit(module, datamodule=dm)
@@ -211,11 +243,16 @@ def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: boo
 
     STEP_STARTS.clear()
     INTERLEAVED.update(work=work, hand=[])
-    callbacks = ["bench_step_timer", *(["bench_interleaved"] if interleave else []),
-                 *(["bench_backward_hook"] if lightning_path else [])]
+    callbacks = [
+        "bench_step_timer",
+        *(["bench_interleaved"] if interleave else []),
+        *(["bench_backward_hook"] if lightning_path else []),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        parse([ROOT / "configs" / "cnn.gin"], [f"training_loop.n_epochs={epochs}",
-                                               f"training_loop.callbacks={callbacks}", *work["bindings"]])
+        parse(
+            [ROOT / "configs" / "cnn.gin"],
+            [f"training_loop.n_epochs={epochs}", f"training_loop.callbacks={callbacks}", *work["bindings"]],
+        )
         t0 = time.perf_counter()
         training_loop(os.path.join(tmp, "run"))
         total = time.perf_counter() - t0
@@ -227,7 +264,9 @@ def command_time(args, until=None, repeats=5) -> float:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     for _ in range(repeats):
         t0 = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+        )
         if until:
             for line in proc.stdout:
                 if line.startswith(until):
@@ -266,16 +305,26 @@ def main():
         gin_step.append(s), gin_total.append(t)
     hs, gs, ps = statistics.median(hand_step), statistics.median(gin_step), statistics.median(pl_step)
     ht, gt = statistics.median(hand_total), statistics.median(gin_total)
-    per_round = [g / h for g, h in zip(gin_step, hand_step)]
-    print(f"1. digits CNN, batch 64, {args.epochs} epochs, {args.rounds} alternating rounds, "
-          f"{torch.get_num_threads()} threads (wall time)")
-    print(f"steady-state step (median of rounds):  hand-written {1000 * hs:.3f} ms   plain Lightning "
-          f"{1000 * ps:.3f} ms   ginlab {1000 * gs:.3f} ms")
-    print(f"  ginlab / hand-written: {statistics.median(per_round):.3f} (median of per-round ratios; goal <= 1.10)"
-          f";  plain Lightning / hand-written {ps / hs:.3f};  ginlab / plain Lightning {gs / ps:.3f}")
+    per_round = [g / h for g, h in zip(gin_step, hand_step, strict=True)]
+    print(
+        f"1. digits CNN, batch 64, {args.epochs} epochs, {args.rounds} alternating rounds, "
+        f"{torch.get_num_threads()} threads (wall time)"
+    )
+    print(
+        f"steady-state step (median of rounds):  hand-written {1000 * hs:.3f} ms   plain Lightning "
+        f"{1000 * ps:.3f} ms   ginlab {1000 * gs:.3f} ms"
+    )
+    print(
+        f"  ginlab / hand-written: {statistics.median(per_round):.3f} "
+        f"(median of per-round ratios; goal <= 1.10)"
+        f";  plain Lightning / hand-written {ps / hs:.3f};  ginlab / plain Lightning {gs / ps:.3f}"
+    )
     print(f"  per-round ginlab / hand-written: {', '.join(f'{r:.3f}' for r in per_round)}")
-    print(f"whole run (train + validation + checkpoint each epoch, + test for ginlab):  hand-written {ht:.2f} s   "
-          f"ginlab {gt:.2f} s   ratio {gt / ht:.2f}")
+    print(
+        f"whole run (train + validation + checkpoint each epoch, + test for ginlab):  "
+        f"hand-written {ht:.2f} s   "
+        f"ginlab {gt:.2f} s   ratio {gt / ht:.2f}"
+    )
 
     # The same, interleaved: one hand-written epoch after each epoch of the loop measured (see Interleaved).
     ratios = {"plain Lightning": [], "ginlab": []}
@@ -285,10 +334,13 @@ def main():
         ginlab_loop(CNN, args.epochs, interleave=True)
         ratios["ginlab"] += epoch_ratios(STEP_STARTS, INTERLEAVED["hand"])
     quartiles = {name: statistics.quantiles(r, n=4) for name, r in ratios.items()}
-    print(f"  interleaved epoch by epoch ({len(ratios['ginlab'])} epochs each; median [quartiles]):  ginlab / "
-          f"hand-written {quartiles['ginlab'][1]:.3f} [{quartiles['ginlab'][0]:.3f}, {quartiles['ginlab'][2]:.3f}]"
-          f" (goal <= 1.10);  plain Lightning / hand-written {quartiles['plain Lightning'][1]:.3f} "
-          f"[{quartiles['plain Lightning'][0]:.3f}, {quartiles['plain Lightning'][2]:.3f}]")
+    print(
+        f"  interleaved epoch by epoch ({len(ratios['ginlab'])} epochs each; median [quartiles]):  ginlab / "
+        f"hand-written {quartiles['ginlab'][1]:.3f} "
+        f"[{quartiles['ginlab'][0]:.3f}, {quartiles['ginlab'][2]:.3f}]"
+        f" (goal <= 1.10);  plain Lightning / hand-written {quartiles['plain Lightning'][1]:.3f} "
+        f"[{quartiles['plain Lightning'][0]:.3f}, {quartiles['plain Lightning'][2]:.3f}]"
+    )
 
     global CLOCK
     CLOCK, threads = time.thread_time, torch.get_num_threads()
@@ -303,21 +355,37 @@ def main():
     CLOCK = time.perf_counter
     us = {name: 1e6 * statistics.median(times) for name, times in overhead.items()}
     print("2. per-step cost on a one-layer model (1 thread, CPU time of the main thread, median of rounds):")
-    print(f"  hand-written {us['hand-written']:.0f} us   plain Lightning {us['plain Lightning']:.0f} us "
-          f"(+{us['plain Lightning'] - us['hand-written']:.0f})   ginlab {us['ginlab']:.0f} us "
-          f"(+{us['ginlab'] - us['hand-written']:.0f})   ginlab on Lightning's per-batch path "
-          f"{us['lightning path']:.0f} us (+{us['lightning path'] - us['hand-written']:.0f})")
-    print(f"  ginlab's overhead is {100 * (us['ginlab'] - us['hand-written']) / (1e6 * hs):.1f}% of a hand-written "
-          f"CNN step ({1000 * hs:.2f} ms)")
+    print(
+        f"  hand-written {us['hand-written']:.0f} us   plain Lightning {us['plain Lightning']:.0f} us "
+        f"(+{us['plain Lightning'] - us['hand-written']:.0f})   ginlab {us['ginlab']:.0f} us "
+        f"(+{us['ginlab'] - us['hand-written']:.0f})   ginlab on Lightning's per-batch path "
+        f"{us['lightning path']:.0f} us (+{us['lightning path'] - us['hand-written']:.0f})"
+    )
+    print(
+        f"  ginlab's overhead is {100 * (us['ginlab'] - us['hand-written']) / (1e6 * hs):.1f}% "
+        f"of a hand-written CNN step ({1000 * hs:.2f} ms)"
+    )
     help_time = command_time([sys.executable, str(ROOT / "bin" / "train.py"), "--help"])
     print(f"bin/train.py --help: {help_time:.3f} s  (goal < 0.5 s)")
     with tempfile.TemporaryDirectory() as tmp:
         startup = []
         for i in range(3):
-            startup.append(command_time([sys.executable, str(ROOT / "bin" / "train.py"), f"{tmp}/r{i}",
-                                         str(ROOT / "configs" / "cnn.gin")], until="step ", repeats=1))
-        print(f"start-up to the first progress line of a real run (cnn.gin, includes its first "
-              f"{20} steps): {statistics.median(startup):.2f} s")
+            startup.append(
+                command_time(
+                    [
+                        sys.executable,
+                        str(ROOT / "bin" / "train.py"),
+                        f"{tmp}/r{i}",
+                        str(ROOT / "configs" / "cnn.gin"),
+                    ],
+                    until="step ",
+                    repeats=1,
+                )
+            )
+        print(
+            f"start-up to the first progress line of a real run (cnn.gin, includes its first "
+            f"{20} steps): {statistics.median(startup):.2f} s"
+        )
 
 
 if __name__ == "__main__":

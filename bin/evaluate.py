@@ -13,14 +13,23 @@ import argparse
 import os
 import sys
 
-parser = argparse.ArgumentParser(prog="bin/evaluate.py", description=__doc__.split("\n\n")[0],
-                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(
+    prog="bin/evaluate.py",
+    description=__doc__.split("\n\n")[0],
+    epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+)
 parser.add_argument("save_dir", metavar="SAVE_DIR", help="a run folder written by bin/train.py")
 parser.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path (default: best)")
 parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: test")
-parser.add_argument("-b", "--bindings", action="append", default=[], metavar="BINDINGS",
-                    help="gin bindings applied over the saved config (data location, workers ...)")
+parser.add_argument(
+    "-b",
+    "--bindings",
+    action="append",
+    default=[],
+    metavar="BINDINGS",
+    help="gin bindings applied over the saved config (data location, workers ...)",
+)
 args = parser.parse_args()
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
@@ -33,6 +42,10 @@ except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 metrics = "  ".join(f"{k} {v:.6f}" for k, v in result["metrics"].items())
-print(f"{args.save_dir}: {result['checkpoint']} (epoch {result['epoch']}, step {result['step']}) on "
-      f"{result['split']} ({result['examples']} examples): {metrics}")
-print(f"written: {args.save_dir}/evaluations/{result['checkpoint']}-{result['split']}.json and .predictions.csv")
+print(
+    f"{args.save_dir}: {result['checkpoint']} (epoch {result['epoch']}, step {result['step']}) on "
+    f"{result['split']} ({result['examples']} examples): {metrics}"
+)
+print(
+    f"written: {args.save_dir}/evaluations/{result['checkpoint']}-{result['split']}.json and .predictions.csv"
+)

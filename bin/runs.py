@@ -12,6 +12,7 @@ it from their history so far. Status "stale" means the run says it is running bu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -81,15 +82,19 @@ def parse_arguments(argv):
     )
     parser.add_argument("folders", nargs="*", metavar="FOLDER",
                         default=[os.environ.get("RESULTS_DIR", "results")],
-                        help="run folders, folders of runs or globs (default: $RESULTS_DIR or ./results)")  # fmt: skip
+                        help="run folders, folders of runs or globs "
+                             "(default: $RESULTS_DIR or ./results)")  # fmt: skip
     parser.add_argument("-s", "--sort", choices=SORT_KEYS, default="name",
-                        help="sort by this column (default name; best puts the best first, age the newest)")  # fmt: skip
+                        help="sort by this column "
+                             "(default name; best puts the best first, age the newest)")  # fmt: skip
     parser.add_argument("-r", "--reverse", action="store_true", help="reverse the order")
     parser.add_argument("--status", help="only runs with these statuses, e.g. running,stale")
     parser.add_argument("-f", "--filter", action="append", default=[], metavar="NAME=VALUE",
-                        help="only runs whose config has this value, e.g. Adam.lr=0.001 (repeat a NAME for 'any of')")  # fmt: skip
+                        help="only runs whose config has this value, e.g. Adam.lr=0.001 "
+                             "(repeat a NAME for 'any of')")  # fmt: skip
     parser.add_argument("-c", "--column", dest="columns", action="append", default=[], metavar="NAME",
-                        help="also show this config value or load_runs column, e.g. cnn.dropout or test/test_acc")  # fmt: skip
+                        help="also show this config value or load_runs column, "
+                             "e.g. cnn.dropout or test/test_acc")  # fmt: skip
     parser.add_argument("--metric", help="the metric whose best value is shown (default: the monitored one)")
     parser.add_argument(
         "--mode", choices=("min", "max"), help="whether lower or higher is better for --metric"
@@ -105,10 +110,8 @@ def parse_filters(filters: list[str]) -> dict:
         name, separator, value = text.partition("=")
         if not separator:
             raise SystemExit(f"runs.py: a filter is NAME=VALUE, like Adam.lr=0.001, not {text!r}")
-        try:
+        with contextlib.suppress(ValueError):
             value = json.loads(value)
-        except ValueError:
-            pass
         select.setdefault(name.strip(), []).append(value)
     return {
         name: values[0] if len(values) == 1 else (lambda value, options=tuple(values): value in options)
@@ -120,7 +123,11 @@ def monitored_metric(
     runs: pd.DataFrame, metric: str | None, mode: str | None
 ) -> tuple[str | None, str | None]:
     """The metric to show the best of: --metric, else the one most runs monitor; and min or max."""
-    monitors = Counter(zip(runs["monitor"].dropna(), runs["mode"].fillna(""))) if len(runs) else Counter()
+    monitors = (
+        Counter(zip(runs["monitor"].dropna(), runs["mode"].fillna(""), strict=False))
+        if len(runs)
+        else Counter()
+    )
     if metric is None and monitors:
         metric, mode = monitors.most_common(1)[0][0][0], mode or monitors.most_common(1)[0][0][1] or None
     if metric is not None and mode is None:
@@ -130,7 +137,8 @@ def monitored_metric(
 
 
 def best_values(runs: pd.DataFrame, metric: str | None, mode: str | None) -> pd.Series:
-    """Best value of the metric per run: summary.json's when it monitors that metric, else from the history."""
+    """Best value of the metric per run:
+    summary.json's when it monitors that metric, else from the history."""
     best = pd.Series(float("nan"), index=runs.index)
     if metric is None or runs.empty:
         return best

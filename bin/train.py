@@ -20,10 +20,20 @@ parser = argparse.ArgumentParser(
     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     formatter_class=argparse.RawDescriptionHelpFormatter,
 )
-parser.add_argument("save_dir", metavar="SAVE_DIR", help="the run folder (created; must not hold a run unless reloading)")
-parser.add_argument("configs", metavar="CONFIG", nargs="*", help=".gin files, parsed in order (optional on reload)")
-parser.add_argument("-b", "--bindings", action="append", default=[], metavar="BINDINGS",
-                    help='gin bindings separated by "#" or newlines; may repeat; later ones win')
+parser.add_argument(
+    "save_dir", metavar="SAVE_DIR", help="the run folder (created; must not hold a run unless reloading)"
+)
+parser.add_argument(
+    "configs", metavar="CONFIG", nargs="*", help=".gin files, parsed in order (optional on reload)"
+)
+parser.add_argument(
+    "-b",
+    "--bindings",
+    action="append",
+    default=[],
+    metavar="BINDINGS",
+    help='gin bindings separated by "#" or newlines; may repeat; later ones win',
+)
 args = parser.parse_args()
 if not args.configs and "reload" not in " ".join(args.bindings):
     parser.error("give at least one CONFIG file (only a reload, -b training_loop.reload=True, may omit it)")

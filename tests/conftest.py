@@ -1,8 +1,8 @@
 """Shared test helpers: run bin/train.py as a real process on tiny real or generated data.
 
-The suite runs on pytest-xdist workers, one per core (`-n auto --dist loadgroup` in pyproject.toml). Tests that
-share a module-scoped fixture go to one worker as a group (`xdist_groups`), so such a fixture is still set up
-once; a run that tests on several workers compare against is trained once per session (`shared_run`).
+The suite runs on pytest-xdist workers, one per core (`-n auto --dist loadgroup` in pyproject.toml). Tests
+that share a module-scoped fixture go to one worker as a group (`xdist_groups`), so such a fixture is still
+set up once; a run that tests on several workers compare against is trained once per session (`shared_run`).
 """
 
 import json
@@ -49,16 +49,31 @@ def env(pythonpath=()) -> dict:
 
 def train(*args, timeout=300, check=None, pythonpath=(), **kwargs) -> subprocess.CompletedProcess:
     """Run bin/train.py with `args`; return the finished process (stdout and stderr as text)."""
-    proc = subprocess.run([*TRAIN, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env=env(pythonpath), cwd=ROOT, **kwargs)
+    proc = subprocess.run(
+        [*TRAIN, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env(pythonpath),
+        cwd=ROOT,
+        **kwargs,
+    )
     if check is not None and proc.returncode != check:
-        raise AssertionError(f"exit {proc.returncode}, expected {check}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"exit {proc.returncode}, expected {check}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
 def start_train(*args) -> subprocess.Popen:
-    return subprocess.Popen([*TRAIN, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env(), cwd=ROOT)
+    return subprocess.Popen(
+        [*TRAIN, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+    )
 
 
 def read_json(path) -> dict:
@@ -79,31 +94,42 @@ def hard_config(tmp_path) -> Path:
 def tree_snapshot(folder) -> dict:
     """{relative path: (size, mtime_ns, bytes)} of every file: to prove a folder was not touched."""
     folder = Path(folder)
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
-# --- pytest-xdist: which tests share a worker, and in which order work is handed out ---------------------------
+# --- pytest-xdist: which tests share a worker, and in which order work is handed out ------------------------
 #
 # pytest-xdist's own `--dist loadgroup` cannot group with pytest 9 (it renames items through an attribute that
-# pytest 9 no longer reads), so the grouping is done here: the workers, which see the fixtures, write which tests
-# form a group; the controller's scheduler (a LoadGroupScheduling that reads it) hands each group to one worker.
+# pytest 9 no longer reads), so the grouping is done here: the workers, which see the fixtures, write which
+# tests form a group; the controller's scheduler (a LoadGroupScheduling that reads it) hands each group to
+# one worker.
 
 GROUPS_FILE = "ginlab_xdist_groups"  # key in each worker's workerinput: the folder for the group files
 
 # The order in which work is handed out: these modules' tests first (longest work first), the rest after, each
 # module in file order. A worker that is given a long test last would otherwise run it alone at the end.
-LONGEST_FIRST = ["test_experiments.py", "test_resume.py", "test_mlflow.py", "test_slurm.py", "test_accuracy.py",
-                 "test_evaluate.py", "test_train.py"]
+LONGEST_FIRST = [
+    "test_experiments.py",
+    "test_resume.py",
+    "test_mlflow.py",
+    "test_slurm.py",
+    "test_accuracy.py",
+    "test_evaluate.py",
+    "test_train.py",
+]
 
 
 def xdist_groups(items) -> dict[str, str]:
     """{nodeid: group} for the tests that must run on one worker, in file order.
 
     Tests that use the same module-scoped fixture (a trained run, a running server, a whole experiment story)
-    form a group: the fixture is then set up once, and tests that build on each other's state (test_experiments'
-    flow, test_slurm's requeue) run in order. A test marked @pytest.mark.xdist_group("name") joins "name".
-    Tests sharing nothing are handed out one by one.
+    form a group: the fixture is then set up once, and tests that build on each other's state
+    (test_experiments' flow, test_slurm's requeue) run in order. A test marked
+    @pytest.mark.xdist_group("name") joins "name". Tests sharing nothing are handed out one by one.
     """
     parent = {}
 
@@ -115,10 +141,15 @@ def xdist_groups(items) -> dict[str, str]:
     uses = {}
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
-        keys = [f"{item.module.__name__}::{name}" for name, defs in (info.name2fixturedefs if info else {}).items()
-                if defs and defs[-1].scope in ("module", "package")]
-        keys += [f"mark::{mark.args[0] if mark.args else mark.kwargs.get('name', 'default')}"
-                 for mark in item.iter_markers("xdist_group")]
+        keys = [
+            f"{item.module.__name__}::{name}"
+            for name, defs in (info.name2fixturedefs if info else {}).items()
+            if defs and defs[-1].scope in ("module", "package")
+        ]
+        keys += [
+            f"mark::{mark.args[0] if mark.args else mark.kwargs.get('name', 'default')}"
+            for mark in item.iter_markers("xdist_group")
+        ]
         uses[item.nodeid] = sorted(keys)
         for key in uses[item.nodeid][1:]:
             parent[find(key)] = find(uses[item.nodeid][0])
@@ -127,7 +158,8 @@ def xdist_groups(items) -> dict[str, str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """On an xdist worker: hand out the longest work first, and tell the controller which tests form groups."""
+    """On an xdist worker: hand out the longest work first,
+    and tell the controller which tests form groups."""
     folder = getattr(config, "workerinput", {}).get(GROUPS_FILE)
     if folder is None:
         return  # serial (-n 0), or another --dist: the file order stays
@@ -158,7 +190,8 @@ def _groups_folder(config) -> Path:
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Controller, with --dist loadgroup: a LoadGroupScheduling that takes the groups from the workers' files."""
+    """Controller, with --dist loadgroup: a LoadGroupScheduling
+    that takes the groups from the workers' files."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
@@ -180,7 +213,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def shared_folder(tmp_path_factory) -> Path:
-    """A folder of this pytest session that every xdist worker sees (the workers' temporary folders' parent)."""
+    """A folder of this pytest session that every xdist worker sees
+    (the workers' temporary folders' parent)."""
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     folder = root / "shared"
@@ -191,8 +225,8 @@ def shared_folder(tmp_path_factory) -> Path:
 def shared_run(tmp_path_factory, name: str, *args, **kwargs) -> Path:
     """bin/train.py into <shared folder>/<name> with `args`, once per session whichever worker asks first.
 
-    Later callers, also on other workers, wait for it and get the same finished run folder. An attempt that did
-    not finish (the worker died) is started over.
+    Later callers, also on other workers, wait for it and get the same finished run folder. An attempt that
+    did not finish (the worker died) is started over.
     """
     from filelock import FileLock
 

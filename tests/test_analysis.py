@@ -261,7 +261,7 @@ def test_load_HC_returns_history_and_config(tmp_path):
     run = write_run(tmp_path / "run")
     H, C = load_HC(run)
     pd.testing.assert_frame_equal(H, load_H(run))
-    assert C == load_C(run)
+    assert load_C(run) == C
 
 
 def test_not_a_run_folder_says_what_is_missing(tmp_path):
@@ -313,7 +313,8 @@ def test_load_runs_gives_one_row_per_run_with_status_config_and_metrics(sweep):
     runs = frame.set_index("name")
     assert sorted(runs.index) == ["failed", "lr-0.001", "lr-0.01", "running", "stale"]
     assert runs["status"].to_dict() == {
-        "failed": "failed", "lr-0.001": "finished", "lr-0.01": "finished", "running": "running", "stale": "stale",
+        "failed": "failed", "lr-0.001": "finished", "lr-0.01": "finished",
+        "running": "running", "stale": "stale",
     }  # fmt: skip
     assert runs["epochs"].to_dict() == {"failed": 2, "lr-0.001": 5, "lr-0.01": 4, "running": 3, "stale": 3}
     assert runs.loc["lr-0.01", "Adam.lr"] == 0.01 and runs.loc["lr-0.01", "training_loop.n_epochs"] == 4
@@ -390,8 +391,9 @@ def test_load_runs_accepts_a_run_a_glob_a_list_or_a_frame(sweep):
 
 def test_load_histories_equals_each_history_read_the_plain_way(sweep):
     H = load_histories(sweep, cache=False)
-    assert H["run"].cat.categories.tolist() == [str(sweep / name) for name in
-                                                 ("failed", "lr-0.001", "lr-0.01", "running", "stale")]  # fmt: skip
+    assert H["run"].cat.categories.tolist() == [
+        str(sweep / name) for name in ("failed", "lr-0.001", "lr-0.01", "running", "stale")
+    ]
     for run, part in H.groupby("run", observed=True):
         expected = reference_history(run)
         pd.testing.assert_frame_equal(part.drop(columns="run").reset_index(drop=True), expected)
@@ -434,8 +436,10 @@ def test_load_histories_cache_notices_appended_rewritten_new_and_removed_runs(sw
         str(sweep / name / "history.jsonl") for name in ("running", "lr-0.01", "new")
     )
     counts = H.groupby("run", observed=True).size()
-    assert counts.to_dict() == {str(sweep / name): count for name, count in
-                                [("lr-0.001", 5), ("lr-0.01", 2), ("new", 1), ("running", 5), ("stale", 3)]}  # fmt: skip
+    assert counts.to_dict() == {
+        str(sweep / name): count
+        for name, count in [("lr-0.001", 5), ("lr-0.01", 2), ("new", 1), ("running", 5), ("stale", 3)]
+    }
     running = H[H["run"] == str(sweep / "running")]
     assert running["epoch"].tolist() == [0, 1, 2, 3, 4] and running["step"].tolist()[3] == 112
     for run, part in H.groupby("run", observed=True):
@@ -509,7 +513,7 @@ def test_fast_many_file_path_gives_the_rows_of_the_plain_reader(tmp_path, monkey
     assert list(tables.errors) == [str(tmp_path / "two-on-a-line.jsonl")]
     frame = tables.table.to_pandas()
     position = 0
-    for path, count in zip(paths, tables.counts):
+    for path, count in zip(paths, tables.counts, strict=True):
         if count:
             got = frame.iloc[position : position + count].dropna(axis=1, how="all").reset_index(drop=True)
             expected = pd.DataFrame.from_records(jsonl.read_records(path))
@@ -532,7 +536,8 @@ def test_read_last_record_reads_only_the_tail_and_skips_a_cut_line(tmp_path, mon
 def test_importing_the_loaders_does_not_import_torch_or_lightning():
     code = (
         "import sys; from ginlab import load_C, load_H, load_HC, load_runs, load_histories; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning')))"
+        "print(sorted(m for m in sys.modules if "
+        "m.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning')))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

@@ -16,8 +16,13 @@ def epoch_batches(loader):
 
 def make_loader(num_workers=0, augment=None, size=50, batch_size=8, seed=3):
     x = torch.arange(size, dtype=torch.float32).reshape(size, 1, 1, 1).repeat(1, 1, 4, 4)
-    return BatchLoader(TensorBatches(x, torch.arange(size), augment, seed), batch_size, shuffle=True, seed=seed,
-                       num_workers=num_workers)
+    return BatchLoader(
+        TensorBatches(x, torch.arange(size), augment, seed),
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        num_workers=num_workers,
+    )
 
 
 def test_every_example_once_per_epoch_in_a_new_seeded_order():
@@ -38,7 +43,7 @@ def test_resuming_mid_epoch_continues_the_same_order():
     resumed.load_state_dict({"epoch": 1, "consumed": 3})
     rest = epoch_batches(resumed)
     assert len(rest) == 4
-    for (xa, ya), (xb, yb) in zip(epochs[1][3:], rest):
+    for (xa, ya), (xb, yb) in zip(epochs[1][3:], rest, strict=False):
         assert torch.equal(ya, yb) and torch.equal(xa, xb)
 
 
@@ -53,7 +58,7 @@ def test_a_finished_epoch_resumes_at_the_next_one():
 def test_workers_compute_the_same_augmented_batches():
     in_process = epoch_batches(make_loader(0, random_shift(1)))
     with_workers = epoch_batches(make_loader(2, random_shift(1)))
-    for (xa, ya), (xb, yb) in zip(in_process, with_workers):
+    for (xa, ya), (xb, yb) in zip(in_process, with_workers, strict=False):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
@@ -82,7 +87,7 @@ def test_shift_moves_images_by_at_most_one_pixel():
     rows, cols = torch.nonzero(shifted[:, 0], as_tuple=True)[1:]
     assert shifted.shape == x.shape and shifted.sum() == 16
     assert ((rows - 2).abs() <= 1).all() and ((cols - 2).abs() <= 1).all()
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 1
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 1
 
 
 def test_digits_real_data_and_a_fixed_split():
@@ -91,7 +96,7 @@ def test_digits_real_data_and_a_fixed_split():
     assert sum(sizes.values()) == 1797 and sizes["val"] == sizes["test"] == 270
     assert dm.input_shape == (1, 8, 8)
     x, y = dm.split("train")
-    assert 0 <= x.min() and x.max() <= 1 and set(y.tolist()) == set(range(10))
+    assert x.min() >= 0 and x.max() <= 1 and set(y.tolist()) == set(range(10))
     other = Digits(val_fraction=0.15, test_fraction=0.15)
     assert torch.equal(other.split("test")[1], dm.split("test")[1])  # the same split every time
 
@@ -121,7 +126,9 @@ def test_cifar10_reads_the_official_binary_format(tmp_path):
     raw = np.fromfile(folder / "test_batch.bin", dtype=np.uint8).reshape(-1, 3073)
     x, y = dm.split("test")
     assert y.tolist() == raw[:, 0].tolist()
-    assert torch.allclose(x[0, 1, 0, :4] * 255, torch.tensor(raw[0, 1 + 1024:1 + 1028], dtype=torch.float32))
+    assert torch.allclose(
+        x[0, 1, 0, :4] * 255, torch.tensor(raw[0, 1 + 1024 : 1 + 1028], dtype=torch.float32)
+    )
 
 
 def test_cifar10_missing_data_names_the_path_and_layout(tmp_path, monkeypatch):

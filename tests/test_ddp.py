@@ -23,12 +23,15 @@ from ginlab.data.batching import EpochBatchSampler
 from ginlab.distributed import is_main_process
 
 # The resume tests' configuration (everything that makes exact resume hard), shorter, on two processes.
-DDP_CONFIG = HARD_CONFIG + """
+DDP_CONFIG = (
+    HARD_CONFIG
+    + """
 training_loop.n_epochs = 3
 training_loop.log_every_n_steps = 2
 training_loop.accelerator = "cpu"
 training_loop.devices = 2
 """
+)
 # The toy split of 512 examples: 77 validation, 77 test, 358 training examples. One process makes
 # ceil(358 / 16) = 23 steps per epoch; each of 2 DDP processes takes every other batch of the epoch's order,
 # the odd last one dropped so that both make the same number of steps: 11. Validation and test have 5 batches
@@ -68,10 +71,18 @@ def processes_using(folder: Path) -> list[int]:
 
 def evaluate_in_one_process(run: Path) -> tuple[dict, dict]:
     """bin/evaluate.py's (last checkpoint on val, best checkpoint on test), from one fresh single process."""
-    code = ("import sys; from ginlab.evaluate import evaluate; "
-            "evaluate(sys.argv[1], 'last', 'val'); evaluate(sys.argv[1], 'best', 'test')")
-    proc = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, env=env(),
-                          cwd=ROOT, timeout=240)
+    code = (
+        "import sys; from ginlab.evaluate import evaluate; "
+        "evaluate(sys.argv[1], 'last', 'val'); evaluate(sys.argv[1], 'best', 'test')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(run)],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr
     return read_json(run / "evaluations" / "last-val.json"), read_json(run / "evaluations" / "best-test.json")
 
@@ -83,7 +94,9 @@ def assert_same_run(run: Path, reference: Path) -> None:
     assert a["global_step"] == b["global_step"]
     for key, value in b["state_dict"].items():
         assert torch.equal(a["state_dict"][key], value), key
-    for x, y in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+    for x, y in zip(
+        a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(), strict=False
+    ):
         assert torch.equal(x["momentum_buffer"], y["momentum_buffer"])
 
     def rows(path):
@@ -227,17 +240,25 @@ def test_rank_0_killed_while_rank_1_starts_up_leaves_no_process_behind(tmp_path,
 def test_a_reload_with_another_number_of_processes_is_refused(tmp_path, reference):
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    proc = train(run, "-b", "training_loop.reload=True#training_loop.devices=1#training_loop.reload_allow_changes=True"
-                 "#training_loop.n_epochs=4", timeout=240)
+    proc = train(
+        run,
+        "-b",
+        "training_loop.reload=True#training_loop.devices=1#training_loop.reload_allow_changes=True"
+        "#training_loop.n_epochs=4",
+        timeout=240,
+    )
     assert proc.returncode == 1
     assert "written by a run of 2 process(es), and this one has 1" in proc.stderr
     assert "training_loop.devices=2" in read_json(run / "meta.json")["error"]["message"]
 
 
-# -- without processes ---------------------------------------------------------------------------------------------
+# -- without processes ---------------------------------------------------------------------------------------
 def test_evaluation_shares_use_every_batch_once_and_need_one_batch_each():
     # 77 examples in batches of 16: 5 batches, 3 for rank 0 and 2 for rank 1, none dropped.
-    shards = [list(EpochBatchSampler(77, 16, shuffle=False, rank=r, world_size=2, even_shards=False)) for r in (0, 1)]
+    shards = [
+        list(EpochBatchSampler(77, 16, shuffle=False, rank=r, world_size=2, even_shards=False))
+        for r in (0, 1)
+    ]
     assert [len(s) for s in shards] == [3, 2]
     indices = torch.cat([b[2] for shard in shards for b in shard])
     assert sorted(indices.tolist()) == list(range(77))
@@ -247,15 +268,20 @@ def test_evaluation_shares_use_every_batch_once_and_need_one_batch_each():
         len(EpochBatchSampler(10, 16, shuffle=False, rank=1, world_size=2, even_shards=False))
 
 
-@pytest.mark.parametrize("variables, main", [
-    ({}, True),
-    ({"LOCAL_RANK": "0", "NODE_RANK": "0", "WORLD_SIZE": "2"}, True),   # rank 0 after starting the others
-    ({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, False),                     # started by rank 0
-    ({"NODE_RANK": "1"}, False),                                          # main process of a second node
-    ({"RANK": "0", "LOCAL_RANK": "0"}, True), ({"RANK": "3", "LOCAL_RANK": "1"}, False),  # torchrun
-    ({"SLURM_PROCID": "0"}, True), ({"SLURM_PROCID": "1"}, False),
-    ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, False),                   # started by rank 0 inside a SLURM job
-])
+@pytest.mark.parametrize(
+    "variables, main",
+    [
+        ({}, True),
+        ({"LOCAL_RANK": "0", "NODE_RANK": "0", "WORLD_SIZE": "2"}, True),  # rank 0 after starting the others
+        ({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, False),  # started by rank 0
+        ({"NODE_RANK": "1"}, False),  # main process of a second node
+        ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+        ({"RANK": "3", "LOCAL_RANK": "1"}, False),  # torchrun
+        ({"SLURM_PROCID": "0"}, True),
+        ({"SLURM_PROCID": "1"}, False),
+        ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, False),  # started by rank 0 inside a SLURM job
+    ],
+)
 def test_who_owns_the_run_folder(monkeypatch, variables, main):
     for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)

@@ -40,8 +40,8 @@ def test_pyproject_reads_the_same_requirements():
 
 def test_sourcing_e_sh_twice_is_instant_and_changes_nothing():
     script = (
-        f"cd {ROOT} && source e.sh && echo \"$PYTHONPATH|$DATA_DIR|$RESULTS_DIR|$VIRTUAL_ENV\" "
-        f"&& source e.sh && echo \"$PYTHONPATH|$DATA_DIR|$RESULTS_DIR|$VIRTUAL_ENV\""
+        f'cd {ROOT} && source e.sh && echo "$PYTHONPATH|$DATA_DIR|$RESULTS_DIR|$VIRTUAL_ENV" '
+        f'&& source e.sh && echo "$PYTHONPATH|$DATA_DIR|$RESULTS_DIR|$VIRTUAL_ENV"'
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATA_DIR", "RESULTS_DIR")}
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
@@ -55,6 +55,9 @@ def test_sourcing_e_sh_twice_is_instant_and_changes_nothing():
 
 
 def test_e_sh_keeps_the_users_data_and_results_dirs(tmp_path):
-    script = f"cd {ROOT} && DATA_DIR={tmp_path}/d RESULTS_DIR={tmp_path}/r && source e.sh && echo $DATA_DIR $RESULTS_DIR"
+    script = (
+        f"cd {ROOT} && DATA_DIR={tmp_path}/d RESULTS_DIR={tmp_path}/r && source e.sh "
+        f"&& echo $DATA_DIR $RESULTS_DIR"
+    )
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
     assert out.stdout.split()[-2:] == [f"{tmp_path}/d", f"{tmp_path}/r"]

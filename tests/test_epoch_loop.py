@@ -1,5 +1,5 @@
-"""LeanEpochLoop (src/ginlab/epoch_loop.py): the shorter per-batch path is taken exactly when nothing would notice,
-and it trains bitwise the same as Lightning's own path, run folder and checkpoints included."""
+"""LeanEpochLoop (src/ginlab/epoch_loop.py): the shorter per-batch path is taken exactly when nothing would
+notice, and it trains bitwise the same as Lightning's own path, run folder and checkpoints included."""
 
 import textwrap
 from unittest import mock
@@ -56,10 +56,20 @@ def fit(module=None, callbacks=(), profiler=None, epochs=2):
     dm.setup()
     if module is None:
         net = CNN(dm.input_shape, dm.num_classes, channels=(8, 16), dropout=0.3)
-        module = Classifier(net, torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9), gradient_clip_val=1.0)
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True, callbacks=list(callbacks),
-                         profiler=profiler or NoProfiler(), use_distributed_sampler=False)
+        module = Classifier(
+            net, torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9), gradient_clip_val=1.0
+        )
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        callbacks=list(callbacks),
+        profiler=profiler or NoProfiler(),
+        use_distributed_sampler=False,
+    )
     loop = epoch_loop.install(trainer)
     trainer.fit(module, datamodule=dm)
     return trainer, module, loop
@@ -97,16 +107,24 @@ def test_anything_that_would_notice_gets_lightnings_path(case):
     counter = CountBackward()
     mocked = mock.MagicMock(spec=pl.Callback)  # every hook a callable Lightning would call
     mocked.state_key = "mocked"
-    kwargs = {"backward hook": {"callbacks": [counter]}, "mocked hook": {"callbacks": [mocked]},
-              "profiler": {"profiler": SimpleProfiler()}, "own module": {"module": OwnModule()},
-              "subclass": {"module": subclass()}}[case]
+    kwargs = {
+        "backward hook": {"callbacks": [counter]},
+        "mocked hook": {"callbacks": [mocked]},
+        "profiler": {"profiler": SimpleProfiler()},
+        "own module": {"module": OwnModule()},
+        "subclass": {"module": subclass()},
+    }[case]
     trainer, _, loop = fit(**kwargs)
     assert not loop.lean
     assert trainer.global_step == 12
     reasons = epoch_loop.lean_obstacles(trainer)
-    expected = {"backward hook": "CountBackward.on_after_backward", "mocked hook": "on_after_backward",
-                "profiler": "profiler SimpleProfiler", "own module": "OwnModule is not ginlab's Classifier",
-                "subclass": "StepsItsOwnWay is not ginlab's Classifier"}[case]
+    expected = {
+        "backward hook": "CountBackward.on_after_backward",
+        "mocked hook": "on_after_backward",
+        "profiler": "profiler SimpleProfiler",
+        "own module": "OwnModule is not ginlab's Classifier",
+        "subclass": "StepsItsOwnWay is not ginlab's Classifier",
+    }[case]
     assert any(expected in reason for reason in reasons), reasons
     if case == "backward hook":
         assert counter.calls == 12  # the hook is never skipped
@@ -116,7 +134,7 @@ def test_both_paths_train_bitwise_the_same():
     lean_trainer, lean, loop = fit()
     full_trainer, full, full_loop = fit(callbacks=[CountBackward()])
     assert loop.lean and not full_loop.lean
-    for (name, a), (_, b) in zip(lean.state_dict().items(), full.state_dict().items()):
+    for (name, a), (_, b) in zip(lean.state_dict().items(), full.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     opt_a, opt_b = lean_trainer.optimizers[0].state_dict(), full_trainer.optimizers[0].state_dict()
     for index, state in opt_a["state"].items():
@@ -124,7 +142,9 @@ def test_both_paths_train_bitwise_the_same():
             assert torch.equal(value, opt_b["state"][index][key]), (index, key)
     # The loop state a checkpoint holds (what a reload resumes from) is the same too.
     assert lean_trainer.fit_loop.state_dict() == full_trainer.fit_loop.state_dict()
-    assert float(lean_trainer.callback_metrics["train_loss"]) == float(full_trainer.callback_metrics["train_loss"])
+    assert float(lean_trainer.callback_metrics["train_loss"]) == float(
+        full_trainer.callback_metrics["train_loss"]
+    )
 
 
 def test_a_callbacks_batch_hooks_and_logging_work_on_the_lean_path():
@@ -143,19 +163,26 @@ def test_a_callbacks_batch_hooks_and_logging_work_on_the_lean_path():
     callback = LogsPerBatch()
     trainer, _, loop = fit(callbacks=[callback], epochs=1)
     assert loop.lean
-    assert callback.seen == [(kind, i, value) for i in range(6)
-                             for kind, value in (("start", "on_train_batch_start"), ("end", True))]
+    assert callback.seen == [
+        (kind, i, value)
+        for i in range(6)
+        for kind, value in (("start", "on_train_batch_start"), ("end", True))
+    ]
     assert float(trainer.callback_metrics["train_batch_idx"]) == pytest.approx(2.5)  # mean of 0..5
-    assert callback.batch_types == {list}  # what DataLoader's default_convert makes of the (x, y) tuple, as before
+    assert callback.batch_types == {
+        list
+    }  # what DataLoader's default_convert makes of the (x, y) tuple, as before
 
 
 def test_a_run_folder_is_the_same_on_both_paths(tmp_path_factory, tmp_path):
-    """The run of test_resume.py's reference (lean), against the same run with a backward hook (Lightning's path):
-    the same weights, optimizer, history and steps, and the same mid-epoch and epoch-end checkpoints."""
+    """The run of test_resume.py's reference (lean), against the same run with a backward hook (Lightning's
+    path): the same weights, optimizer, history and steps, and the same mid-epoch and
+    epoch-end checkpoints."""
     config = tmp_path_factory.mktemp("reference") / "hard.gin"
     config.write_text(HARD_CONFIG)
     lean = shared_run(tmp_path_factory, "reference-workers0", config, "-b", "toy.num_workers=0")
-    (tmp_path / "count_backward.py").write_text(textwrap.dedent("""
+    (tmp_path / "count_backward.py").write_text(
+        textwrap.dedent("""
         import pytorch_lightning as pl
         from ginlab.registry import register_callback
 
@@ -169,7 +196,8 @@ def test_a_run_folder_is_the_same_on_both_paths(tmp_path_factory, tmp_path):
 
             def on_train_end(self, trainer, pl_module):
                 print(f"backward hook calls: {self.calls}")
-    """))
+    """)
+    )
     extra = tmp_path / "extra.gin"
     extra.write_text('import count_backward\ntraining_loop.callbacks = ["count_backward"]\n')
     full = tmp_path / "full"
@@ -178,8 +206,9 @@ def test_a_run_folder_is_the_same_on_both_paths(tmp_path_factory, tmp_path):
     assert f"backward hook calls: {steps}" in proc.stdout
 
     for name in ("history.jsonl", "steps.jsonl"):
-        assert [{k: v for k, v in row.items() if k != "time"} for row in read_jsonl(lean / name)] == \
-               [{k: v for k, v in row.items() if k != "time"} for row in read_jsonl(full / name)], name
+        assert [{k: v for k, v in row.items() if k != "time"} for row in read_jsonl(lean / name)] == [
+            {k: v for k, v in row.items() if k != "time"} for row in read_jsonl(full / name)
+        ], name
     assert read_json(lean / "summary.json")["test"] == read_json(full / "summary.json")["test"]
     checkpoints = sorted(p.name for p in (lean / "checkpoints").glob("step-*.ckpt"))
     assert checkpoints == sorted(p.name for p in (full / "checkpoints").glob("step-*.ckpt"))

@@ -9,8 +9,14 @@ from conftest import ROOT, env, read_json, train
 
 
 def evaluate(*args):
-    return subprocess.run([sys.executable, str(ROOT / "bin" / "evaluate.py"), *map(str, args)], capture_output=True,
-                          text=True, env=env(), cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "evaluate.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,8 @@ def test_best_checkpoint_on_test_matches_the_training_run(run):
     scores = predictions.filter(like="score_")
     assert scores.shape[1] == 4 and (scores.sum(axis=1) - 1).abs().max() < 1e-4
     assert (predictions["prediction"] == predictions["target"]).mean() == pytest.approx(
-        result["metrics"]["test_acc"], abs=1e-9)
+        result["metrics"]["test_acc"], abs=1e-9
+    )
 
 
 def test_last_checkpoint_on_val_and_a_path(run):

@@ -14,8 +14,18 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "results" / "example_run"
 
 def test_the_example_run_is_in_the_current_format():
     run = RunFolder(EXAMPLE)
-    for path in [run.meta, run.config_gin, run.config_json, run.log, run.history, run.steps, run.summary,
-                 run.checkpoints / "best.ckpt", run.checkpoints / "last.ckpt", run.configs / "bindings.gin"]:
+    for path in [
+        run.meta,
+        run.config_gin,
+        run.config_json,
+        run.log,
+        run.history,
+        run.steps,
+        run.summary,
+        run.checkpoints / "best.ckpt",
+        run.checkpoints / "last.ckpt",
+        run.configs / "bindings.gin",
+    ]:
         assert path.is_file(), f"{path} missing: regenerate results/example_run (see results/README.md)"
     meta = run.read_meta()
     assert meta["format_version"] == FORMAT_VERSION and meta["status"] == "finished"
@@ -24,7 +34,8 @@ def test_the_example_run_is_in_the_current_format():
 
     hidden = {"save_dir", "command", "config_files", "bindings", "accepted_changes", "on_folder_ready"}
     params = {f"training_loop.{p}" for p in inspect.signature(training_loop).parameters} - {
-        f"training_loop.{p}" for p in hidden}
+        f"training_loop.{p}" for p in hidden
+    }
     assert params == {k for k in load_C(EXAMPLE) if k.startswith("training_loop.")}
     state = torch.load(run.checkpoints / "last.ckpt", weights_only=True)
     assert {"state_dict", "optimizer_states", "loops", "ginlab"} <= set(state)

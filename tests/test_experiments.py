@@ -43,7 +43,7 @@ def write_experiment(folder: Path, name: str, grid, bindings=(), configs=("confi
             results_dir={str(folder / "results")!r}, root={str(ROOT)!r})
         if __name__ == "__main__":
             main(experiment)
-        """)
+        """)  # noqa: E501  (the generated main.py's own layout)
     )
     return main
 
@@ -107,7 +107,7 @@ def training_started(run_dir: Path) -> bool:
         return False
 
 
-# --- grid: names and values ------------------------------------------------------------------------------------
+# --- grid: names and values ---------------------------------------------------------------------------------
 
 
 def test_grid_points_are_all_combinations_in_order_with_readable_names():
@@ -141,7 +141,7 @@ def test_eta_spreads_the_mean_run_time_over_the_slots():
     assert estimate_seconds([8.0, 12.0], [4.0], left=4, slots=2) == pytest.approx(23.0)
 
 
-# --- prepare ---------------------------------------------------------------------------------------------------
+# --- prepare ------------------------------------------------------------------------------------------------
 
 
 def test_prepare_writes_one_config_per_point_and_a_jobs_file_and_is_safe_to_repeat(tmp_path):
@@ -200,7 +200,7 @@ def test_slurm_backend_without_sbatch_says_so_and_how_to_run_locally(tmp_path):
     assert "main.py run --backend local" in result.stdout
 
 
-# --- the main flow: interrupted twice, then finished -----------------------------------------------------------
+# --- the main flow: interrupted twice, then finished --------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -224,9 +224,9 @@ def flow(tmp_path_factory):
     record["ctrl_c"] = (runner.wait(timeout=60), runner.stdout.read())
     record["after_ctrl_c"] = {name: status_of(runs / name) for name in NAMES}
 
-    # 2. Two slots; the runner is killed (SIGKILL) while the third run trains: its children get SIGTERM from the
-    # kernel. (The kill does not wait for the second run, which reloads meanwhile: the third run's training takes
-    # about a second, less than a reload's start-up, and would end before it.)
+    # 2. Two slots; the runner is killed (SIGKILL) while the third run trains: its children get SIGTERM from
+    # the kernel. (The kill does not wait for the second run, which reloads meanwhile: the third run's
+    # training takes about a second, less than a reload's start-up, and would end before it.)
     runner = start_cli(main, "run", "--slots", "2")
     wait_for(lambda: training_started(runs / NAMES[2]), what="the third run to train")
     runner.kill()
@@ -379,7 +379,7 @@ def test_report_and_status_list_runs_that_are_missing(flow):
         assert cli(flow["main"], "prepare", "--no-check").returncode == 0
 
 
-# --- failures --------------------------------------------------------------------------------------------------
+# --- failures -----------------------------------------------------------------------------------------------
 
 
 def test_a_failing_run_is_retried_once_then_reported_with_its_log(tmp_path):

@@ -25,29 +25,46 @@ def mlflow_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"  # the venv's
-    log = open(folder / "server.log", "w")
-    # Without MLflow's job runner (seven huey consumer processes, each importing mlflow, and a folder in
-    # /dev/shm that is never removed): tracking does not use it.
-    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-                             "--default-artifact-root", str(folder / "artifacts")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGTERM)
-                pytest.fail(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
-    log.close()
+    with open(folder / "server.log", "w") as log:
+        # Without MLflow's job runner (seven huey consumer processes, each importing mlflow, and a folder in
+        # /dev/shm that is never removed): tracking does not use it.
+        environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        proc = subprocess.Popen(
+            [
+                mlflow,
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{folder}/mlflow.db",
+                "--default-artifact-root",
+                str(folder / "artifacts"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=environment,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    pytest.fail(
+                        f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-2000:]}"
+                    )
+                time.sleep(0.5)
+        yield url
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def test_mlflow_mirrors_the_run_and_a_reload_continues_it(tmp_path, mlflow_server):
@@ -55,8 +72,14 @@ def test_mlflow_mirrors_the_run_and_a_reload_continues_it(tmp_path, mlflow_serve
 
     folder = tmp_path / "run"
     tracking = f'training_loop.mlflow_tracking_uri="{mlflow_server}"#training_loop.mlflow_experiment="tests"'
-    proc = start_train(folder, ROOT / "configs" / "toy.gin", "-b", tracking, "-b",
-                       "training_loop.n_epochs=100#toy.num_samples=1024#training_loop.log_every_n_steps=2")
+    proc = start_train(
+        folder,
+        ROOT / "configs" / "toy.gin",
+        "-b",
+        tracking,
+        "-b",
+        "training_loop.n_epochs=100#toy.num_samples=1024#training_loop.log_every_n_steps=2",
+    )
     for line in proc.stdout:
         if line.startswith("epoch 2/"):
             proc.send_signal(signal.SIGTERM)

@@ -22,8 +22,14 @@ def one_step_update_norm(gradient_clip_val):
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, dm.num_classes))
     before = torch.cat([p.detach().clone().flatten() for p in net.parameters()])
     module = Classifier(net, torch.optim.SGD(net.parameters(), lr=1.0), gradient_clip_val=gradient_clip_val)
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 1
     after = torch.cat([p.detach().flatten() for p in net.parameters()])
@@ -43,24 +49,41 @@ def test_gradient_clipping_is_wired_from_the_config(tmp_path):
 
     parse([TOY], ["training_loop.gradient_clip_val=0.5"])
     _, module = build_from_config()
-    assert isinstance(module, Classifier) and module.gradient_clip_val == 0.5 and not module.automatic_optimization
+    assert (
+        isinstance(module, Classifier)
+        and module.gradient_clip_val == 0.5
+        and not module.automatic_optimization
+    )
 
 
 def test_an_epoch_schedule_steps_once_per_epoch(tmp_path):
-    train(tmp_path / "run", TOY, "-b", "training_loop.lr_scheduler=@torch.optim.lr_scheduler.StepLR#"
-          "torch.optim.lr_scheduler.StepLR.step_size=1#torch.optim.lr_scheduler.StepLR.gamma=0.5", check=0)
+    train(
+        tmp_path / "run",
+        TOY,
+        "-b",
+        "training_loop.lr_scheduler=@torch.optim.lr_scheduler.StepLR#"
+        "torch.optim.lr_scheduler.StepLR.step_size=1#torch.optim.lr_scheduler.StepLR.gamma=0.5",
+        check=0,
+    )
     lrs = [row["lr"] for row in read_jsonl(tmp_path / "run" / "history.jsonl")]
-    assert lrs == pytest.approx([5e-3, 2.5e-3, 1.25e-3])  # toy.gin: Adam lr 1e-2, 3 epochs; the row shows the next lr
+    # toy.gin: Adam lr 1e-2, 3 epochs; the row shows the next lr
+    assert lrs == pytest.approx([5e-3, 2.5e-3, 1.25e-3])
     steps = [row for row in read_jsonl(tmp_path / "run" / "steps.jsonl")]
     assert {row["lr"] for row in steps if row["epoch"] == 0} == {1e-2}  # not stepped within an epoch
 
 
 def test_reduce_on_plateau_sees_each_epochs_val_loss(tmp_path):
-    train(tmp_path / "run", TOY, "-b", "training_loop.lr_scheduler=@torch.optim.lr_scheduler.ReduceLROnPlateau#"
-          "torch.optim.lr_scheduler.ReduceLROnPlateau.patience=0#"
-          "torch.optim.lr_scheduler.ReduceLROnPlateau.factor=0.5#training_loop.n_epochs=4#"
-          # "max" on a falling loss: most epochs count as no improvement, so the lr is cut
-          "torch.optim.lr_scheduler.ReduceLROnPlateau.mode='max'", check=0)
+    train(
+        tmp_path / "run",
+        TOY,
+        "-b",
+        "training_loop.lr_scheduler=@torch.optim.lr_scheduler.ReduceLROnPlateau#"
+        "torch.optim.lr_scheduler.ReduceLROnPlateau.patience=0#"
+        "torch.optim.lr_scheduler.ReduceLROnPlateau.factor=0.5#training_loop.n_epochs=4#"
+        # "max" on a falling loss: most epochs count as no improvement, so the lr is cut
+        "torch.optim.lr_scheduler.ReduceLROnPlateau.mode='max'",
+        check=0,
+    )
     rows = read_jsonl(tmp_path / "run" / "history.jsonl")
     # Replay: the same scheduler fed the recorded val_loss once per epoch must give the recorded lrs.
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-2)
@@ -74,8 +97,13 @@ def test_reduce_on_plateau_sees_each_epochs_val_loss(tmp_path):
 
 
 def test_bf16_mixed_precision_trains(tmp_path):
-    train(tmp_path / "run", TOY, "-b", "training_loop.precision='bf16-mixed'#training_loop.gradient_clip_val=1.0",
-          check=0)
+    train(
+        tmp_path / "run",
+        TOY,
+        "-b",
+        "training_loop.precision='bf16-mixed'#training_loop.gradient_clip_val=1.0",
+        check=0,
+    )
     summary = read_json(tmp_path / "run" / "summary.json")
     assert summary["steps"] == 18 and summary["test"]["test_acc"] > 0.3
 
@@ -83,8 +111,13 @@ def test_bf16_mixed_precision_trains(tmp_path):
 def test_swa_callback_replaces_and_steps_the_schedule(tmp_path):
     # SWA from the second epoch (its swa_epoch_start counts from 1), annealing to its lr over two epochs, then
     # (the CNN has batch norm) one extra epoch of forward passes only, to refresh the statistics.
-    train(tmp_path / "run", TOY, "-b", 'training_loop.callbacks=["swa"]#swa.swa_lrs=0.05#swa.swa_epoch_start=2#'
-          "swa.annealing_epochs=2", check=0)
+    train(
+        tmp_path / "run",
+        TOY,
+        "-b",
+        'training_loop.callbacks=["swa"]#swa.swa_lrs=0.05#swa.swa_epoch_start=2#swa.annealing_epochs=2',
+        check=0,
+    )
     rows = read_jsonl(tmp_path / "run" / "history.jsonl")
     assert [row["lr"] for row in rows] == pytest.approx([1e-2, 0.03, 0.05, 0.05])
     assert [row["step"] for row in rows] == [6, 12, 18, 18]  # the batch-norm epoch makes no optimizer step
@@ -100,7 +133,8 @@ def as_saved_by_automatic_optimization(checkpoint_file):
     automatic["optimizer"]["step"] = {k: dict(v) for k, v in manual.items()}
     automatic["optimizer"]["zero_grad"] = {k: {**v, "started": v["completed"]} for k, v in manual.items()}
     loops["epoch_loop.manual_optimization.optim_step_progress"] = {
-        k: {key: 0 for key in v} for k, v in manual.items()}
+        k: {key: 0 for key in v} for k, v in manual.items()
+    }
     torch.save(state, checkpoint_file)
 
 
@@ -116,7 +150,8 @@ def test_a_run_saved_with_automatic_optimization_continues_exactly(tmp_path):
 
     for name in ("history.jsonl", "steps.jsonl"):
         assert without_time(read_jsonl(tmp_path / "old" / name)) == without_time(
-            read_jsonl(tmp_path / "reference" / name))
+            read_jsonl(tmp_path / "reference" / name)
+        )
     old = torch.load(tmp_path / "old" / "checkpoints" / "last.ckpt", weights_only=True)
     reference = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
     assert old["global_step"] == reference["global_step"] == 18
@@ -141,15 +176,26 @@ def test_the_profiler_reports_into_the_run_folder(tmp_path):
 
 def test_an_unknown_profiler_is_a_configuration_error(tmp_path):
     proc = train(tmp_path / "run", TOY, "-b", 'training_loop.profiler="simpel"', check=2)
-    assert "training_loop.profiler='simpel' is not a profiler: expected None (off) or one of 'advanced', " \
-           "'pytorch', 'simple'" in proc.stderr
+    assert (
+        "training_loop.profiler='simpel' is not a profiler: expected None (off) or one of 'advanced', "
+        "'pytorch', 'simple'" in proc.stderr
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_testing_an_earlier_best_checkpoint_keeps_the_runs_clock(tmp_path):
     # "max" val_loss on a falling loss: the best checkpoint is the first epoch's, the final test loads it.
-    train(tmp_path / "run", TOY, "-b", "training_loop.monitor='val_loss'#training_loop.monitor_mode='max'", check=0)
-    history, summary = read_jsonl(tmp_path / "run" / "history.jsonl"), read_json(tmp_path / "run" / "summary.json")
+    train(
+        tmp_path / "run",
+        TOY,
+        "-b",
+        "training_loop.monitor='val_loss'#training_loop.monitor_mode='max'",
+        check=0,
+    )
+    history, summary = (
+        read_jsonl(tmp_path / "run" / "history.jsonl"),
+        read_json(tmp_path / "run" / "summary.json"),
+    )
     assert summary["best"]["epoch"] < history[-1]["epoch"]
     assert summary["time"] >= history[-1]["time"]
     assert summary["best"]["val_loss"] == max(row["val_loss"] for row in history)

@@ -21,7 +21,9 @@ from ginlab.run_folder import RunFolder, RunFolderError
 
 # -- JSON-lines: a cut or garbled last line is dropped, a damaged line before it is an error ---------------
 
-ROWS = [{"epoch": e, "step": 10 * (e + 1), "time": 1.5 * (e + 1), "train_loss": 1 / (e + 1)} for e in range(3)]
+ROWS = [
+    {"epoch": e, "step": 10 * (e + 1), "time": 1.5 * (e + 1), "train_loss": 1 / (e + 1)} for e in range(3)
+]
 WHOLE = "".join(json.dumps(row) + "\n" for row in ROWS)
 
 
@@ -29,6 +31,7 @@ def with_line_2_cut(last: str = "") -> str:
     """WHOLE with its second line cut short: damage no crash can cause (only a last line is ever cut)."""
     lines = WHOLE.splitlines(keepends=True)
     return lines[0] + lines[1][:15] + "\n" + lines[2] + last
+
 
 DROPPED_LAST_LINES = {
     "cut mid-number": '{"epoch": 3, "step": 40, "time": 6.0, "train_loss": 0',
@@ -67,7 +70,9 @@ def test_a_missing_or_empty_file_has_no_rows(tmp_path):
     [('{"epoch": 1, "step": 2', "is not valid JSON"), ("[1, 2]", "is not a JSON object")],
     ids=["cut", "not an object"],
 )
-def test_a_damaged_line_before_the_last_is_an_error_naming_the_file_the_line_and_the_fix(tmp_path, line, problem):
+def test_a_damaged_line_before_the_last_is_an_error_naming_the_file_the_line_and_the_fix(
+    tmp_path, line, problem
+):
     path = tmp_path / "history.jsonl"
     lines = WHOLE.splitlines()
     lines[1] = line
@@ -108,8 +113,8 @@ def write_run(folder, history: str, status: str = "running") -> RunFolder:
     folder.mkdir(parents=True)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     run.meta.write_text(json.dumps({
-        "format_version": 1, "status": status, "started": now, "ended": None, "heartbeat": now, "host": "here",
-        "pid": 1, "command": [], "reloads": [], "error": None, "exit_code": None,
+        "format_version": 1, "status": status, "started": now, "ended": None, "heartbeat": now,
+        "host": "here", "pid": 1, "command": [], "reloads": [], "error": None, "exit_code": None,
     }))  # fmt: skip
     run.config_json.write_text(json.dumps({"training_loop.n_epochs": 5}))
     run.history.write_text(history)
@@ -119,7 +124,9 @@ def write_run(folder, history: str, status: str = "running") -> RunFolder:
 def test_loaders_list_a_run_with_a_damaged_history_line_and_load_the_others(tmp_path):
     write_run(tmp_path / "runs" / "good", WHOLE + '{"epoch": 3, "st')
     lines = WHOLE.splitlines()
-    bad = write_run(tmp_path / "runs" / "bad", "\n".join([*lines[:2], lines[2][:12], ""]) + '{"epoch": 3, "st')
+    bad = write_run(
+        tmp_path / "runs" / "bad", "\n".join([*lines[:2], lines[2][:12], ""]) + '{"epoch": 3, "st'
+    )
     with pytest.warns(UnreadableRunsWarning, match=r"bad/history.jsonl line 3 is not valid JSON"):
         runs = load_runs(tmp_path / "runs")
     assert runs["name"].tolist() == ["good"] and runs["epochs"].tolist() == [3]
@@ -174,13 +181,15 @@ def test_experiments_name_a_damaged_slurm_submissions_line(tmp_path):
     jsonlines.append_line(backend.submissions, json.dumps({"array_id": "18", "indices": [1], "names": ["b"]}))
     assert backend.last_jobs() == {"a": "17_0", "b": "18_1"}
     backend.submissions.write_text('{"array_id": "17", "ind\n' + json.dumps(entry) + "\n")
-    with pytest.raises(ExperimentError, match=r"submissions.jsonl line 1 is not valid JSON.*cancel that array"):
+    with pytest.raises(
+        ExperimentError, match=r"submissions.jsonl line 1 is not valid JSON.*cancel that array"
+    ):
         backend.last_jobs()
 
 
 # -- gin text: one reader, two modes ---------------------------------------------------------------------
 
-CONFIG = '''# What this config is: a full-line comment.
+CONFIG = """# What this config is: a full-line comment.
 import ginlab.models                       # imports name code, not values
 LR = 3e-3                                  # a macro
 STEPS = %LR
@@ -208,7 +217,7 @@ data.flag = True
 cnn:
     channels = [8, 16]
     width = 2
-'''
+"""
 
 CONFIG_VALUES = {
     "training_loop.optimizer": "@torch.optim.Adam",
@@ -266,7 +275,7 @@ def test_text_mode_gives_one_text_per_value_with_macros_kept():
 
 
 def test_text_mode_ignores_comments_layout_quotes_and_number_spelling():
-    other = '''LR = 0.003
+    other = """LR = 0.003
 STEPS = %LR
 training_loop.optimizer = @torch.optim.Adam
 training_loop.model = @CNN()
@@ -287,7 +296,7 @@ data.flag = True
 cnn.channels = [8,
                 16]
 cnn.width = 2
-'''
+"""
     assert read_gin(other, mode="text") == CONFIG_TEXTS
 
 
@@ -342,7 +351,9 @@ def test_invalid_gin_names_the_file_the_line_and_what_gin_expects(text, where, m
         read_gin(text, "configs/x.gin", mode=mode)
     message = str(raised.value)
     assert message.startswith(f"configs/x.gin is not valid gin: {where}")
-    assert message.endswith("Expected gin statements such as `configurable.param = value`; correct that line.")
+    assert message.endswith(
+        "Expected gin statements such as `configurable.param = value`; correct that line."
+    )
 
 
 def test_an_unknown_mode_is_refused():
@@ -372,7 +383,9 @@ def prepared_run(tmp_path, saved: str, prepared: str, bindings: str = "") -> Run
 
 
 def test_experiments_compare_a_run_folder_with_its_prepared_config_by_value_text(tmp_path):
-    uncommented = CONFIG.replace("# a comment inside a multi-line value", "").replace("# the optimizer class itself", "")
+    uncommented = CONFIG.replace("# a comment inside a multi-line value", "").replace(
+        "# the optimizer class itself", ""
+    )
     run = prepared_run(tmp_path, CONFIG, uncommented)
     assert config_differences(run, tmp_path) == []  # references, also inside containers, read as written
     run = prepared_run(tmp_path / "2", CONFIG, CONFIG.replace("data.sizes = {", "data.sizes = {'test': 1, "),
@@ -382,7 +395,9 @@ def test_experiments_compare_a_run_folder_with_its_prepared_config_by_value_text
         "prepared {'test': 1, 'train': (100, 20), 'val': [@x, %LR], 'none': None}"
     ]
     run = prepared_run(tmp_path / "3", CONFIG, CONFIG, bindings="torch.optim.Adam.lr = 0.1\n")
-    assert config_differences(run, tmp_path / "3") == ["torch.optim.Adam.lr: run folder has 0.1, prepared %LR"]
+    assert config_differences(run, tmp_path / "3") == [
+        "torch.optim.Adam.lr: run folder has 0.1, prepared %LR"
+    ]
 
 
 def test_experiments_refuse_a_run_folder_whose_saved_config_is_not_valid_gin(tmp_path):
@@ -395,14 +410,17 @@ def test_experiments_refuse_a_run_folder_whose_saved_config_is_not_valid_gin(tmp
 
 
 def test_a_reload_refuses_a_history_shorter_than_its_checkpoint_counts(tmp_path):
-    """Rows lost after the checkpoint counted them (a truncated copy): refused, untouched, with the way out."""
+    """Rows lost after the checkpoint counted them (a truncated copy):
+    refused, untouched, with the way out."""
     run = tmp_path / "run"
     train(run, ROOT / "configs" / "toy.gin", check=0)
     history = run / "history.jsonl"
     history.write_text("".join(history.read_text().splitlines(keepends=True)[:1]))  # 3 rows -> 1
     before = tree_snapshot(run)
     proc = train(run, "-b", "training_loop.reload=True#training_loop.n_epochs=4", check=2)
-    assert f"error: Cannot reload {run}: history.jsonl holds 1 rows, but the checkpoint to resume was written " \
-           f"after 3" in proc.stderr
+    assert (
+        f"error: Cannot reload {run}: history.jsonl holds 1 rows, but the checkpoint to resume was written "
+        f"after 3" in proc.stderr
+    )
     assert "delete the newer step-*.ckpt files" in proc.stderr
     assert tree_snapshot(run) == before

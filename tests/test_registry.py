@@ -1,4 +1,5 @@
-"""Registries: one decorator files a class by name and makes it gin-configurable; every shipped config builds."""
+"""Registries: one decorator files a class by name and makes it gin-configurable;
+every shipped config builds."""
 
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def test_registering_makes_a_class_configurable_by_its_name():
 
 def test_registering_a_name_twice_is_an_error():
     with pytest.raises(ValueError, match="'cnn' is registered twice"):
+
         @register_model("cnn")
         class Another:
             pass

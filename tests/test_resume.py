@@ -34,7 +34,7 @@ def assert_same_run(a, b):
     assert sa["state_dict"].keys() == sb["state_dict"].keys()
     for key in sa["state_dict"]:
         assert torch.equal(sa["state_dict"][key], sb["state_dict"][key]), key
-    for opt_a, opt_b in zip(sa["optimizer_states"], sb["optimizer_states"]):
+    for opt_a, opt_b in zip(sa["optimizer_states"], sb["optimizer_states"], strict=False):
         for index, state in opt_a["state"].items():
             for name, value in state.items():
                 other = opt_b["state"][index][name]
@@ -71,7 +71,9 @@ def reference(tmp_path_factory):
     config.write_text(HARD_CONFIG)
 
     def get(workers=0):
-        return shared_run(tmp_path_factory, f"reference-workers{workers}", config, "-b", f"toy.num_workers={workers}")
+        return shared_run(
+            tmp_path_factory, f"reference-workers{workers}", config, "-b", f"toy.num_workers={workers}"
+        )
 
     get.config = config
     return get
@@ -80,7 +82,11 @@ def reference(tmp_path_factory):
 def partial_checkpoints(folder) -> set[str]:
     """The temporary files of checkpoint writes in progress (or cut by a kill) in a run folder."""
     try:
-        return {e.name for e in os.scandir(folder / "checkpoints") if e.name.startswith(".step-") and e.name.endswith(".tmp")}
+        return {
+            e.name
+            for e in os.scandir(folder / "checkpoints")
+            if e.name.startswith(".step-") and e.name.endswith(".tmp")
+        }
     except FileNotFoundError:
         return set()
 
@@ -130,11 +136,13 @@ class Killer:
         return False
 
     def at_epoch_end(self, proc):
-        """At once after an epoch's line: its history row and checkpoint are written, the next epoch starts."""
+        """At once after an epoch's line:
+        its history row and checkpoint are written, the next epoch starts."""
         for line in self.lines(proc):
             if line.startswith("epoch "):
                 self.kill(proc)
-                return newest_checkpoint_step(self.folder) % self.steps_per_epoch == 0  # none of the next epoch
+                # none of the next epoch
+                return newest_checkpoint_step(self.folder) % self.steps_per_epoch == 0
         return False
 
     def in_checkpoint_write(self, proc):
@@ -157,17 +165,23 @@ class Killer:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_sigkill_mid_epoch_in_validation_at_epoch_end_and_in_a_checkpoint_write_gives_the_same_run(
-        tmp_path, reference, workers):
+    tmp_path, reference, workers
+):
     """SIGKILL at each kind of moment where a kill is hard to survive, reloading after each: inside an epoch
     (steps since the last checkpoint are lost and redone); during validation (the epoch's last step is redone,
-    the epoch-end checkpoint was not written); right after an epoch ended (the next epoch's order, augmentation
-    and worker seeds start from the epoch-end checkpoint); in the middle of writing a checkpoint file (a cut
-    temporary file is left; the reload removes it and falls back to the previous checkpoint). Where exactly is
-    drawn at random; a kill that came too late for its kind of moment (a busy machine) is tried again."""
+    the epoch-end checkpoint was not written); right after an epoch ended (the next epoch's order,
+    augmentation and worker seeds start from the epoch-end checkpoint); in the middle of writing a checkpoint
+    file (a cut temporary file is left; the reload removes it and falls back to the previous checkpoint).
+    Where exactly is drawn at random; a kill that came too late for its kind of moment (a busy machine) is
+    tried again."""
     rng = random.Random(1234 + workers)
     folder = tmp_path / "run"
-    args = [folder, reference.config, "-b",
-            f"toy.num_workers={workers}#training_loop.checkpoint_every_n_steps=2#training_loop.print_every_n_steps=1"]
+    args = [
+        folder,
+        reference.config,
+        "-b",
+        f"toy.num_workers={workers}#training_loop.checkpoint_every_n_steps=2#training_loop.print_every_n_steps=1",
+    ]
     killer = Killer(folder, rng)
     plan = [killer.mid_epoch, killer.in_validation, killer.at_epoch_end, killer.in_checkpoint_write]
     kills = 0
@@ -201,7 +215,9 @@ def interrupt(args, sig, steps=3):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_stop_signal_writes_a_checkpoint_marks_interrupted_and_reload_continues_exactly(tmp_path, reference, sig):
+def test_stop_signal_writes_a_checkpoint_marks_interrupted_and_reload_continues_exactly(
+    tmp_path, reference, sig
+):
     folder = tmp_path / "run"
     code, out = interrupt([folder, reference.config], sig)
     assert code == 3, out
@@ -214,8 +230,9 @@ def test_stop_signal_writes_a_checkpoint_marks_interrupted_and_reload_continues_
 
 
 def test_a_reload_computes_with_the_thread_count_the_run_started_with(tmp_path, reference, monkeypatch):
-    # torch's CPU sums are split by thread: 1 and 2 threads give different bits for the same run. The reference
-    # trained with 1 thread (conftest); the reload happens where torch would take 2 (another --slots, another node).
+    # torch's CPU sums are split by thread: 1 and 2 threads give different bits for the same run. The
+    # reference trained with 1 thread (conftest); the reload happens where torch would take 2 (another
+    # --slots, another node).
     expected, folder = reference(0), tmp_path / "run"  # (the reference trains here if no test needed it yet)
     code, out = interrupt([folder, reference.config], signal.SIGTERM)
     assert code == 3, out
@@ -260,14 +277,18 @@ def test_signal_handlers_only_set_flags_and_a_second_ctrl_c_stops_at_once():
 
 def test_broken_newest_checkpoints_are_skipped_loudly(tmp_path, reference):
     folder = tmp_path / "run"
-    code, _ = interrupt([folder, reference.config, "-b", "training_loop.keep_checkpoints=4"], signal.SIGTERM, steps=8)
+    code, _ = interrupt(
+        [folder, reference.config, "-b", "training_loop.keep_checkpoints=4"], signal.SIGTERM, steps=8
+    )
     assert code == 3
     newest = sorted((folder / "checkpoints").glob("step-*.ckpt"))[-3:]
     assert len(newest) == 3
-    for path, damage in zip(newest, ["truncated", "empty", "garbage"]):
+    for path, damage in zip(newest, ["truncated", "empty", "garbage"], strict=True):
         data = path.read_bytes()
         path.unlink()  # last.ckpt may be a link to it: damage only this name's file
-        path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(len(data))}[damage])
+        path.write_bytes(
+            {"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(len(data))}[damage]
+        )
     proc = train(folder, *RELOAD, check=0)
     for path in newest:
         assert f"skipping broken checkpoint {path}" in proc.stdout + proc.stderr
@@ -321,14 +342,27 @@ def test_reload_with_changed_hyperparameters_is_refused_unless_allowed(tmp_path,
     folder = tmp_path / "run"
     train(folder, reference.config, "-b", "training_loop.n_epochs=1", check=0)
     before = tree_snapshot(folder)
-    proc = train(folder, reference.config, *RELOAD, "-b", "torch.optim.SGD.lr=0.1#cnn.dropout=0.5#training_loop.n_epochs=2")
+    proc = train(
+        folder,
+        reference.config,
+        *RELOAD,
+        "-b",
+        "torch.optim.SGD.lr=0.1#cnn.dropout=0.5#training_loop.n_epochs=2",
+    )
     assert proc.returncode == 2
     assert "SGD.lr: 0.05 -> 0.1" in proc.stderr and "cnn.dropout: 0.3 -> 0.5" in proc.stderr
     assert "n_epochs" not in proc.stderr.split("differs")[1].split("Reload with")[0]  # may change on reload
     assert "reload_allow_changes" in proc.stderr
     assert tree_snapshot(folder) == before
-    train(folder, *RELOAD, "-b", "torch.optim.SGD.lr=0.1#training_loop.n_epochs=2",
-          "-b", "training_loop.reload_allow_changes=True", check=0)
+    train(
+        folder,
+        *RELOAD,
+        "-b",
+        "torch.optim.SGD.lr=0.1#training_loop.n_epochs=2",
+        "-b",
+        "training_loop.reload_allow_changes=True",
+        check=0,
+    )
     meta = read_json(folder / "meta.json")
     assert meta["reloads"][-1]["accepted_config_changes"] == ["  SGD.lr: 0.05 -> 0.1"]
     assert read_json(folder / "config.json")["SGD.lr"] == 0.1
@@ -338,7 +372,8 @@ def test_reload_with_changed_hyperparameters_is_refused_unless_allowed(tmp_path,
 def test_one_writer_per_folder_and_a_stale_lock_is_taken_over(tmp_path, reference):
     folder = tmp_path / "run"
     proc = start_train(folder, reference.config, "-b", "training_loop.n_epochs=1000")
-    assert any(line.startswith("epoch 2/") for line in proc.stdout)  # two epochs done: "too few" below is >= 1
+    # two epochs done: "too few" below is >= 1
+    assert any(line.startswith("epoch 2/") for line in proc.stdout)
     # The writer is paused (it still holds the folder) while the second process starts: it would otherwise
     # train on and take the CPU the second one needs to start.
     proc.send_signal(signal.SIGSTOP)

@@ -10,15 +10,33 @@ from conftest import ROOT, TRAIN, env, read_json, read_jsonl, train, tree_snapsh
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "toy"
-    proc = train(folder, ROOT / "configs" / "toy.gin", "-b", "training_loop.n_epochs=3#toy.num_samples=320",
-                 "-b", "cnn.dropout=0.1", check=0)
+    proc = train(
+        folder,
+        ROOT / "configs" / "toy.gin",
+        "-b",
+        "training_loop.n_epochs=3#toy.num_samples=320",
+        "-b",
+        "cnn.dropout=0.1",
+        check=0,
+    )
     return folder, proc
 
 
 def test_run_folder_has_every_file(toy_run):
     folder, _ = toy_run
-    for name in ["meta.json", "config.gin", "config.json", "configs/00-toy.gin", "configs/bindings.gin", "log.txt",
-                 "history.jsonl", "steps.jsonl", "summary.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"]:
+    for name in [
+        "meta.json",
+        "config.gin",
+        "config.json",
+        "configs/00-toy.gin",
+        "configs/bindings.gin",
+        "log.txt",
+        "history.jsonl",
+        "steps.jsonl",
+        "summary.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ]:
         assert (folder / name).is_file(), name
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
     assert not list(folder.rglob("*.tmp")), "temporary files left behind"
@@ -30,8 +48,14 @@ def test_meta_records_where_the_run_comes_from(toy_run):
     assert meta["format_version"] == 1
     assert meta["status"] == "finished" and meta["exit_code"] == 0
     assert meta["started"] <= meta["ended"] and meta["heartbeat"] >= meta["started"]
-    assert meta["command"][1:] == [str(folder), str(ROOT / "configs" / "toy.gin"), "-b",
-                                   "training_loop.n_epochs=3#toy.num_samples=320", "-b", "cnn.dropout=0.1"]
+    assert meta["command"][1:] == [
+        str(folder),
+        str(ROOT / "configs" / "toy.gin"),
+        "-b",
+        "training_loop.n_epochs=3#toy.num_samples=320",
+        "-b",
+        "cnn.dropout=0.1",
+    ]
     assert meta["cwd"] == str(ROOT)
     assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["gin"]
     assert set(meta["git"]) == {"commit", "branch", "dirty", "diff"}
@@ -56,7 +80,10 @@ def test_config_files_hold_the_values_used(toy_run):
     assert "training_loop.n_epochs = 3" in gin_text and "cnn.dropout = 0.1" in gin_text
     assert (folder / "configs" / "00-toy.gin").read_bytes() == (ROOT / "configs" / "toy.gin").read_bytes()
     assert (folder / "configs" / "bindings.gin").read_text().splitlines() == [
-        "training_loop.n_epochs=3", "toy.num_samples=320", "cnn.dropout=0.1"]
+        "training_loop.n_epochs=3",
+        "toy.num_samples=320",
+        "cnn.dropout=0.1",
+    ]
 
 
 def test_history_summary_and_tensorboard_agree(toy_run):
@@ -97,7 +124,9 @@ def test_terminal_shows_progress_and_log_keeps_it(toy_run):
     out = proc.stdout
     assert "parameters" in out and f"run folder: {folder}" in out
     step_lines = [line for line in out.splitlines() if line.startswith("step ")]
-    assert step_lines and all(k in step_lines[0] for k in ["ex/s", "loss", "elapsed", "left", "data", "update"])
+    assert step_lines and all(
+        k in step_lines[0] for k in ["ex/s", "loss", "elapsed", "left", "data", "update"]
+    )
     epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 3 and "val_acc" in epoch_lines[0] and "saved checkpoints/" in epoch_lines[0]
     assert "improved" in epoch_lines[0]
@@ -115,15 +144,18 @@ def test_a_folder_that_holds_a_run_is_refused_untouched(toy_run):
     assert tree_snapshot(folder) == before
 
 
-@pytest.mark.parametrize("binding, names", [
-    ("training_loop.n_epoch=3", ["n_epoch", "-b 'training_loop.n_epoch=3'", "n_epochs"]),
-    ("trainin_loop.n_epochs=3", ["trainin_loop", "training_loop"]),
-    ('training_loop.model="cnnn"', ["cnnn", "cnn", "mlp", "Registered models"]),
-    ('training_loop.datamodule="digit"', ["digit", "digits", "mnist", "toy"]),
-    ('training_loop.callbacks=["lr_monitr"]', ["lr_monitr", "lr_monitor"]),
-    ("torch.optim.Adam.lrr=1", ["lrr", "lr"]),
-    ("cnn.chanels=(3,)", ["chanels", "channels"]),
-])
+@pytest.mark.parametrize(
+    "binding, names",
+    [
+        ("training_loop.n_epoch=3", ["n_epoch", "-b 'training_loop.n_epoch=3'", "n_epochs"]),
+        ("trainin_loop.n_epochs=3", ["trainin_loop", "training_loop"]),
+        ('training_loop.model="cnnn"', ["cnnn", "cnn", "mlp", "Registered models"]),
+        ('training_loop.datamodule="digit"', ["digit", "digits", "mnist", "toy"]),
+        ('training_loop.callbacks=["lr_monitr"]', ["lr_monitr", "lr_monitor"]),
+        ("torch.optim.Adam.lrr=1", ["lrr", "lr"]),
+        ("cnn.chanels=(3,)", ["chanels", "channels"]),
+    ],
+)
 def test_bad_bindings_exit_2_naming_the_name_the_source_and_the_nearest(tmp_path, binding, names):
     proc = train(tmp_path / "run", ROOT / "configs" / "toy.gin", "-b", binding)
     assert proc.returncode == 2, proc.stderr
@@ -163,8 +195,12 @@ def test_usage_errors_exit_2(tmp_path):
 
 
 def test_missing_data_directory_is_explained_before_anything_is_written(tmp_path):
-    proc = train(tmp_path / "run", ROOT / "configs" / "toy.gin", "-b",
-                 f'training_loop.datamodule="cifar10"#cifar10.data_dir="{tmp_path / "nowhere"}"')
+    proc = train(
+        tmp_path / "run",
+        ROOT / "configs" / "toy.gin",
+        "-b",
+        f'training_loop.datamodule="cifar10"#cifar10.data_dir="{tmp_path / "nowhere"}"',
+    )
     assert proc.returncode == 2
     assert str(tmp_path / "nowhere") in proc.stderr and "data_batch_1.bin" in proc.stderr
     assert "Expected layout" in proc.stderr
@@ -189,8 +225,11 @@ def test_failure_during_training_exits_1_and_says_why(tmp_path):
         "        return self.linear(x.flatten(1))\n"
     )
     config = tmp_path / "fragile.gin"
-    config.write_text("import my_models\n" + (ROOT / "configs" / "toy.gin").read_text().replace('"cnn"', '"fragile"')
-                      + "\nfragile.fail_at = 4\n")
+    config.write_text(
+        "import my_models\n"
+        + (ROOT / "configs" / "toy.gin").read_text().replace('"cnn"', '"fragile"')
+        + "\nfragile.fail_at = 4\n"
+    )
     proc = train(tmp_path / "run", config, pythonpath=[tmp_path])
     assert proc.returncode == 1, proc.stderr
     meta = read_json(tmp_path / "run" / "meta.json")
@@ -209,8 +248,12 @@ def test_help_is_fast_because_it_imports_nothing_heavy(tmp_path):
     import sys
 
     for args in (["--help"], []):
-        proc = subprocess.run([sys.executable, str(ROOT / "bin" / "train.py"), *args], capture_output=True,
-                              text=True, env={"PYTHONPATH": str(fake), "PATH": "/usr/bin:/bin"})
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "bin" / "train.py"), *args],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(fake), "PATH": "/usr/bin:/bin"},
+        )
         assert "torch imported" not in proc.stderr
         assert proc.returncode == (0 if args else 2)
     assert "SAVE_DIR" in proc.stderr
@@ -245,9 +288,11 @@ def test_a_complete_lightning_module_and_a_plain_datamodule_from_outside_src(tmp
         "        return DataLoader(self.data, batch_size=64)\n"
     )
     config = tmp_path / "task.gin"
-    config.write_text('import my_task\ntraining_loop.model = "regressor"\ntraining_loop.datamodule = "lines"\n'
-                      'training_loop.n_epochs = 3\ntraining_loop.monitor = "val_loss"\n'
-                      'training_loop.monitor_mode = "min"\nregressor.lr = 0.05\n')
+    config.write_text(
+        'import my_task\ntraining_loop.model = "regressor"\ntraining_loop.datamodule = "lines"\n'
+        'training_loop.n_epochs = 3\ntraining_loop.monitor = "val_loss"\n'
+        'training_loop.monitor_mode = "min"\nregressor.lr = 0.05\n'
+    )
     train(tmp_path / "run", config, pythonpath=[tmp_path], check=0)
     history = read_jsonl(tmp_path / "run" / "history.jsonl")
     assert [row["epoch"] for row in history] == [0, 1, 2]
@@ -258,10 +303,15 @@ def test_a_complete_lightning_module_and_a_plain_datamodule_from_outside_src(tmp
 
 
 def test_a_terminal_that_goes_away_does_not_stop_the_log(tmp_path):
-    # The reader of the run's output closes it early (a closed pipe, an ssh session that hung up): the run goes
-    # on, and log.txt still gets everything.
-    proc = subprocess.Popen([*TRAIN, str(tmp_path / "run"), str(ROOT / "configs" / "toy.gin")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
+    # The reader of the run's output closes it early (a closed pipe, an ssh session that hung up): the run
+    # goes on, and log.txt still gets everything.
+    proc = subprocess.Popen(
+        [*TRAIN, str(tmp_path / "run"), str(ROOT / "configs" / "toy.gin")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env(),
+        cwd=ROOT,
+    )
     proc.stdout.readline()
     proc.stdout.close()
     assert proc.wait(timeout=120) == 0

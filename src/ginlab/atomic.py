@@ -6,6 +6,7 @@ A crash leaves the old or the new version under the final name, never a mix.
 Append-only JSON-lines files (history.jsonl ...) are written and read by ginlab.jsonlines.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -38,10 +39,8 @@ def atomic_write(path, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     fsync_dir(path.parent)
 

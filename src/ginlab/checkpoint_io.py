@@ -27,7 +27,8 @@ def save_checkpoint(checkpoint: dict, path) -> None:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         raise CheckpointError(
-            f"Could not write checkpoint {path}: {getattr(e, 'strerror', None) or e}. The previous checkpoints are intact. "
+            f"Could not write checkpoint {path}: {getattr(e, 'strerror', None) or e}. "
+            f"The previous checkpoints are intact. "
             f"Free space on that filesystem (df -h {path.parent}) and reload the run."
         ) from e
 

@@ -1,9 +1,11 @@
-"""Several processes training one run (DDP): who may write the run folder, who starts whom, and how they agree.
+"""Several processes training one run (DDP): who may write the run folder, who starts whom, and
+how they agree.
 
 With `training_loop.devices=2` (or more), Lightning trains with DDP: one process per device, each on its own
 share of every epoch's batches, gradients averaged after each step. ginlab's rules:
 - Only the process the user started (global rank 0) creates, locks and writes the run folder; the others run
-  the same code with a read-only view of it (`RunFolder(writer=False)`), and checkpoints are written by rank 0.
+  the same code with a read-only view of it (`RunFolder(writer=False)`), and checkpoints are written by rank
+  0.
 - The other processes of a node are started by ginlab, not by Lightning: the same command line again, with
   the environment variables of Lightning's protocol (LOCAL_RANK, NODE_RANK, WORLD_SIZE, MASTER_ADDR,
   MASTER_PORT), so Lightning sees them as started from outside. Lightning's own launcher would also start a
@@ -57,7 +59,7 @@ def process_label() -> str:
     return f"rank {rank}" + (f" of node {node}" if node not in (None, "0") and "RANK" not in env else "")
 
 
-# -- collective operations (no-ops in a single process) ---------------------------------------------------------
+# -- collective operations (no-ops in a single process) ------------------------------------------------------
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -83,7 +85,8 @@ def mean_over_processes(value: float) -> float:
 
 
 def agree(signal_number: int | None, due: bool) -> tuple[int | None, bool]:
-    """(a stop signal any process received, whether any process finds a checkpoint due): the same everywhere."""
+    """(a stop signal any process received,
+    whether any process finds a checkpoint due): the same everywhere."""
     if world_size() == 1:
         return signal_number, due
     flags = torch.tensor([signal_number or 0, int(due)], dtype=torch.int64, device=_device())
@@ -118,9 +121,10 @@ def barrier() -> None:
         dist.barrier()
 
 
-# -- starting and ending the other processes of this node ----------------------------------------------------------
+# -- starting and ending the other processes of this node ----------------------------------------------------
 def check_strategy(trainer) -> None:
-    """Refuse what the trainer resolved to when ginlab cannot run it (e.g. "auto" choosing a notebook launcher)."""
+    """Refuse what the trainer resolved to when ginlab cannot run it
+    (e.g. "auto" choosing a notebook launcher)."""
     from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
     from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
@@ -130,15 +134,17 @@ def check_strategy(trainer) -> None:
     if type(strategy) is DDPStrategy and isinstance(strategy.launcher, _SubprocessScriptLauncher):
         return
     raise RuntimeError(
-        f"Lightning resolved the strategy to {type(strategy).__name__} with {type(strategy.launcher).__name__}, "
-        f"which ginlab cannot run: its run folder, checkpoints and exact resume work in one process or with DDP "
-        f"whose processes re-run the command line. Set training_loop.strategy to one of {', '.join(STRATEGIES)} "
-        f"and run bin/train.py from a terminal or a job script (not a notebook)."
+        f"Lightning resolved the strategy to {type(strategy).__name__} with "
+        f"{type(strategy.launcher).__name__}, which ginlab cannot run: its run folder, checkpoints and exact "
+        f"resume work in one process or with DDP whose processes re-run the command line. Set "
+        f"training_loop.strategy to one of {', '.join(STRATEGIES)} and run bin/train.py from a terminal or a "
+        f"job script (not a notebook)."
     )
 
 
 class Workers:
-    """The other processes of this node in a DDP run, when this process has to start them (see the module doc).
+    """The other processes of this node in a DDP run, when this process has to start them (see the
+    module doc).
 
     Args: grace: seconds this process has to notice, by itself, that another one died (an error in its next
     collective operation, handled like any failure) before the watcher ends it.
@@ -160,18 +166,32 @@ class Workers:
 
         strategy = trainer.strategy
         environment = getattr(strategy, "cluster_environment", None)
-        if not isinstance(strategy, DDPStrategy) or environment is None or environment.creates_processes_externally:
+        if (
+            not isinstance(strategy, DDPStrategy)
+            or environment is None
+            or environment.creates_processes_externally
+        ):
             return  # one process, or processes started by torchrun, SLURM or this very mechanism
         local, nodes, node = strategy.num_processes, strategy.num_nodes, environment.node_rank()
-        # The same variables Lightning's launcher sets; with LOCAL_RANK present, Lightning leaves starting to us.
-        os.environ.update(MASTER_ADDR=environment.main_address, MASTER_PORT=str(environment.main_port),
-                          NODE_RANK=str(node), WORLD_SIZE=str(local * nodes), LOCAL_RANK="0")
+        # The same variables Lightning's launcher sets; with LOCAL_RANK present, Lightning leaves
+        # starting to us.
+        os.environ.update(
+            MASTER_ADDR=environment.main_address,
+            MASTER_PORT=str(environment.main_port),
+            NODE_RANK=str(node),
+            WORLD_SIZE=str(local * nodes),
+            LOCAL_RANK="0",
+        )
         command = _this_command()
         for local_rank in range(1, local):
-            proc = subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank),
-                                                  "GINLAB_RANK0_PID": str(os.getpid())})
+            proc = subprocess.Popen(
+                command,
+                env={**os.environ, "LOCAL_RANK": str(local_rank), "GINLAB_RANK0_PID": str(os.getpid())},
+            )
             self.procs.append((node * local + local_rank, proc))
-        threading.Thread(target=self._watch, args=(run, stop_signal), daemon=True, name="ginlab-workers").start()
+        threading.Thread(
+            target=self._watch, args=(run, stop_signal), daemon=True, name="ginlab-workers"
+        ).start()
 
     def _watch(self, run, stop_signal) -> None:
         """End this process when another one died and this one has not noticed it within `grace` seconds.
@@ -179,15 +199,17 @@ class Workers:
         torch.distributed notices a dead peer once the process group exists (its connection closes), but not
         while the group is being formed: rank 0 would wait for the process-group timeout. A process can die
         then, e.g. on a Ctrl-C while it imports torch. Without the dead process no step and no checkpoint can
-        follow, so ending here loses nothing: the outcome goes to meta.json, and the process exits with 3 after
-        a stop signal (reload continues from the last checkpoint) or 1.
+        follow, so ending here loses nothing: the outcome goes to meta.json, and the process exits with 3
+        after a stop signal (reload continues from the last checkpoint) or 1.
         """
         from ginlab.run_folder import now
 
         died = None
         while not self._done:
             time.sleep(0.5)
-            gone = [(rank, proc) for rank, proc in self.procs if proc.poll() not in (None, 0, EXIT_INTERRUPTED)]
+            gone = [
+                (rank, proc) for rank, proc in self.procs if proc.poll() not in (None, 0, EXIT_INTERRUPTED)
+            ]
             if not gone:
                 continue
             died = died or time.monotonic()
@@ -199,19 +221,28 @@ class Workers:
                 self._done = True
                 for _, proc in self.procs:
                     proc.kill()
-                what = "; ".join(f"rank {rank} (pid {proc.pid}) exited with code {proc.returncode}"
-                                 for rank, proc in gone)
+                what = "; ".join(
+                    f"rank {rank} (pid {proc.pid}) exited with code {proc.returncode}" for rank, proc in gone
+                )
                 signum = stop_signal()
                 code = EXIT_INTERRUPTED if signum is not None else 1
-                message = (f"{what}, and rank 0 was still waiting for it {self.grace:.0f} s later (a process that "
-                           f"dies before the process group is formed is not noticed otherwise). Continue with -b "
-                           f"training_loop.reload=True.")
+                message = (
+                    f"{what}, and rank 0 was still waiting for it {self.grace:.0f} s later (a process that "
+                    f"dies before the process group is formed is not noticed otherwise). Continue with -b "
+                    f"training_loop.reload=True."
+                )
                 print(f"error: {message}", file=sys.stderr, flush=True)
                 if run is not None and run.writer:
                     status = "interrupted" if code == EXIT_INTERRUPTED else "failed"
-                    run.update_meta(status=status, ended=now(), heartbeat=now(), exit_code=code,
-                                    error=None if signum is not None else {"type": "ProcessLost", "message": message,
-                                                                         "traceback": None})
+                    run.update_meta(
+                        status=status,
+                        ended=now(),
+                        heartbeat=now(),
+                        exit_code=code,
+                        error=None
+                        if signum is not None
+                        else {"type": "ProcessLost", "message": message, "traceback": None},
+                    )
                     run.lock_info.unlink(missing_ok=True)  # the OS lock goes with the process
                 time.sleep(0.5)  # the log copy thread (Tee) writes the message to log.txt
                 os._exit(code)
@@ -236,10 +267,13 @@ class Workers:
                 proc.kill()
                 proc.wait()
                 if not failed:  # when rank 0 failed, the others are expected to be waiting for it
-                    problems.append(f"rank {rank} (pid {proc.pid}) was still running {timeout:.0f} s after rank 0 "
-                                    f"ended: killed")
+                    problems.append(
+                        f"rank {rank} (pid {proc.pid}) was still running {timeout:.0f} s after rank 0 "
+                        f"ended: killed"
+                    )
                 continue
-            if code != 0 and not (code == EXIT_INTERRUPTED and not failed):  # stopped by a signal, as rank 0 was
+            # stopped by a signal, as rank 0 was
+            if code != 0 and not (code == EXIT_INTERRUPTED and not failed):
                 problems.append(f"rank {rank} (pid {proc.pid}) exited with code {code}")
         return problems
 
@@ -273,7 +307,8 @@ def _this_command() -> list[str]:
     script = sys.argv[0] if sys.argv else ""
     if not script or script == "-c" or not os.path.isfile(script):
         raise RuntimeError(
-            "DDP starts its other processes by running this command line again, but this process was not started "
+            "DDP starts its other processes by running this command line again, "
+            "but this process was not started "
             f"from a script file (sys.argv[0] is {script!r}). Train with bin/train.py, or with devices=1."
         )
     return [sys.executable, os.path.abspath(script), *sys.argv[1:]]

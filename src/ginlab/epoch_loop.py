@@ -1,15 +1,16 @@
-"""LeanEpochLoop: Lightning's training epoch loop, with a shorter path through each batch for ginlab's Classifier.
+"""LeanEpochLoop: Lightning's training epoch loop, with a shorter path through each batch for
+ginlab's Classifier.
 
 Lightning's path through one training batch is general. It converts and moves every batch, calls every hook of
 every callback and of the module through the profiler, inspects training_step's signature, and wraps each
-optimizer step in a closure that calls three more rounds of hooks. For ginlab's Classifier in one process, most of
-that has nothing to do: the batch is already on the CPU, ginlab's callbacks use two hooks of the twenty, and
-nothing listens to the backward and optimizer-step hooks. The empty calls cost about 90 us per step, 5 % of the
-digits CNN's step (benchmarks/train_overhead.py).
+optimizer step in a closure that calls three more rounds of hooks. For ginlab's Classifier in one process,
+most of that has nothing to do: the batch is already on the CPU, ginlab's callbacks use two hooks of the
+twenty, and nothing listens to the backward and optimizer-step hooks. The empty calls cost about 90 us per
+step, 5 % of the digits CNN's step (benchmarks/train_overhead.py).
 
 `LeanEpochLoop.advance` does for one batch what Lightning's `advance` does:
-- the same progress counters, moved at the same points, so a checkpoint written in any hook holds the same loop
-  state and a reload resumes it with Lightning's own code;
+- the same progress counters, moved at the same points, so a checkpoint written in any hook holds the same
+  loop state and a reload resumes it with Lightning's own code;
 - the same hooks in the same order, with the same arguments and `_current_fx_name`;
 - the same logger-connector calls, so `self.log` in a callback's batch hook still works.
 
@@ -20,13 +21,13 @@ It leaves out only calls with nothing to do in that case:
 - the step-wise LR scheduler updates, which Lightning makes only under automatic optimization.
 
 The Classifier then steps its optimizer itself, counting the step in Lightning's progress (see
-`Classifier.training_step`, which reads `lean`). Whenever the case is not that one, the loop runs Lightning's own
-`advance`, and the Classifier goes through Lightning's optimizer and backward wrappers. That happens under DDP,
-with a profiler on, with a precision that converts inputs or scales the loss, with a callback that has backward or
-optimizer-step hooks, for another LightningModule (a subclass of the Classifier included) and for data that is not
-an InMemoryDataModule's. The first batch after a restart also goes through Lightning's `advance`, which decides
-whether validation is still due. tests/test_epoch_loop.py checks that both paths give bitwise-equal weights,
-histories and checkpoints.
+`Classifier.training_step`, which reads `lean`). Whenever the case is not that one, the loop runs Lightning's
+own `advance`, and the Classifier goes through Lightning's optimizer and backward wrappers. That happens under
+DDP, with a profiler on, with a precision that converts inputs or scales the loss, with a callback that has
+backward or optimizer-step hooks, for another LightningModule (a subclass of the Classifier included) and for
+data that is not an InMemoryDataModule's. The first batch after a restart also goes through Lightning's
+`advance`, which decides whether validation is still due. tests/test_epoch_loop.py checks that both paths give
+bitwise-equal weights, histories and checkpoints.
 """
 
 import logging
@@ -46,7 +47,8 @@ TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_af
 
 
 def _listens(obj, hook: str, base: type) -> bool:
-    """Whether Lightning would call something for `hook` on `obj`: anything callable but `base`'s empty method."""
+    """Whether Lightning would call something for `hook` on `obj`:
+    anything callable but `base`'s empty method."""
     fn = getattr(obj, hook, None)
     return callable(fn) and getattr(fn, "__func__", fn) is not getattr(base, hook)
 
@@ -83,7 +85,8 @@ def _needs_transfer(trainer: "pl.Trainer") -> bool:
         return True
     module, datamodule = trainer.lightning_module, trainer.datamodule
     return any(_listens(module, hook, pl.LightningModule) for hook in TRANSFER_HOOKS) or any(
-        _listens(datamodule, hook, pl.LightningDataModule) for hook in TRANSFER_HOOKS)
+        _listens(datamodule, hook, pl.LightningDataModule) for hook in TRANSFER_HOOKS
+    )
 
 
 class LeanEpochLoop(_TrainingEpochLoop):
@@ -97,21 +100,30 @@ class LeanEpochLoop(_TrainingEpochLoop):
         if isinstance(data_fetcher, _DataLoaderIterDataFetcher):
             obstacles.append("training_step takes dataloader_iter")
         if obstacles != self._reported:
-            log.debug("per-batch path: %s", "Lightning's, for " + "; ".join(obstacles) if obstacles else "lean")
+            log.debug(
+                "per-batch path: %s", "Lightning's, for " + "; ".join(obstacles) if obstacles else "lean"
+            )
             self._reported = obstacles
         self.lean = not obstacles  # Classifier.training_step reads it too
         if self.lean:
             self._transfer = _needs_transfer(trainer)
             # Lightning calls each callback's hook when it is callable; the base class's are empty.
-            self._on_batch_start = [cb.on_train_batch_start for cb in trainer.callbacks
-                                    if _listens(cb, "on_train_batch_start", pl.Callback)]
-            self._on_batch_end = [cb.on_train_batch_end for cb in trainer.callbacks
-                                  if _listens(cb, "on_train_batch_end", pl.Callback)]
+            self._on_batch_start = [
+                cb.on_train_batch_start
+                for cb in trainer.callbacks
+                if _listens(cb, "on_train_batch_start", pl.Callback)
+            ]
+            self._on_batch_end = [
+                cb.on_train_batch_end
+                for cb in trainer.callbacks
+                if _listens(cb, "on_train_batch_end", pl.Callback)
+            ]
 
     def advance(self, data_fetcher) -> None:
         if not self.lean or self.restarting:
             # (a restart may resume mid-validation or skip it: Lightning's own code decides)
-            return super().advance(data_fetcher)
+            super().advance(data_fetcher)
+            return
         self.val_loop.restarting = False
         trainer = self.trainer
         module = trainer.lightning_module
@@ -150,5 +162,7 @@ class LeanEpochLoop(_TrainingEpochLoop):
 def install(trainer: "pl.Trainer") -> LeanEpochLoop:
     """Put a LeanEpochLoop in place of the trainer's epoch loop (as the Trainer itself builds its own)."""
     current = trainer.fit_loop.epoch_loop
-    trainer.fit_loop.epoch_loop = LeanEpochLoop(trainer, min_steps=current.min_steps, max_steps=current.max_steps)
+    trainer.fit_loop.epoch_loop = LeanEpochLoop(
+        trainer, min_steps=current.min_steps, max_steps=current.max_steps
+    )
     return trainer.fit_loop.epoch_loop

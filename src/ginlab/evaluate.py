@@ -34,19 +34,25 @@ def resolve_checkpoint(run: RunFolder, checkpoint: str) -> tuple[str, Path, dict
         name = path.stem
     if not path.is_file():
         available = sorted(p.name for p in run.checkpoints.glob("*.ckpt")) if run.checkpoints.exists() else []
-        raise ConfigError(f"Checkpoint not found: {path}. Expected best, last or a path; "
-                          f"this run has: {', '.join(available) or 'no checkpoints'}.")
+        raise ConfigError(
+            f"Checkpoint not found: {path}. Expected best, last or a path; "
+            f"this run has: {', '.join(available) or 'no checkpoints'}."
+        )
     state, reason = load_verified(path)
     if state is None:
-        raise ConfigError(f"Checkpoint {path} cannot be read ({reason}); try another one (--checkpoint last).")
+        raise ConfigError(
+            f"Checkpoint {path} cannot be read ({reason}); try another one (--checkpoint last)."
+        )
     return name, path, state
 
 
 def evaluate(save_dir, checkpoint: str = "best", split: str = "test", bindings=()) -> dict:
     run = RunFolder(save_dir)
     if not run.meta.exists() or not (run.config_gin.exists() or run.config_files()):
-        raise ConfigError(f"{save_dir} is not a run folder: it has no meta.json and config.gin "
-                          f"(a folder written by bin/train.py is expected).")
+        raise ConfigError(
+            f"{save_dir} is not a run folder: it has no meta.json and config.gin "
+            f"(a folder written by bin/train.py is expected)."
+        )
     if split not in SPLITS:
         raise ConfigError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
     name, path, state = resolve_checkpoint(run, checkpoint)
@@ -71,10 +77,19 @@ def evaluate(save_dir, checkpoint: str = "best", split: str = "test", bindings=(
             scores.append(torch.softmax(logits, dim=1))
     scores = torch.cat(scores)
     metrics = {f"{split}_loss": (loss_sum / count).item(), f"{split}_acc": (correct / count).item()}
-    result = {"checkpoint": name, "checkpoint_path": str(path.resolve().relative_to(run.path.resolve()))
-              if path.resolve().is_relative_to(run.path.resolve()) else str(path),
-              "epoch": state.get("epoch"), "step": state.get("global_step"), "split": split,
-              "examples": int(count.item()), "metrics": metrics, "bindings": list(bindings), "time": now()}
+    result = {
+        "checkpoint": name,
+        "checkpoint_path": str(path.resolve().relative_to(run.path.resolve()))
+        if path.resolve().is_relative_to(run.path.resolve())
+        else str(path),
+        "epoch": state.get("epoch"),
+        "step": state.get("global_step"),
+        "split": split,
+        "examples": int(count.item()),
+        "metrics": metrics,
+        "bindings": list(bindings),
+        "time": now(),
+    }
     run.evaluations.mkdir(exist_ok=True)
     stem = f"{name}-{split}"
     atomic_write_bytes(run.evaluations / f"{stem}.predictions.csv", _predictions_csv(y_all, scores))
@@ -85,8 +100,9 @@ def evaluate(save_dir, checkpoint: str = "best", split: str = "test", bindings=(
 def _predictions_csv(targets: torch.Tensor, scores: torch.Tensor) -> bytes:
     import pandas as pd
 
-    frame = pd.DataFrame({"index": range(len(targets)), "target": targets.numpy(),
-                          "prediction": scores.argmax(1).numpy()})
+    frame = pd.DataFrame(
+        {"index": range(len(targets)), "target": targets.numpy(), "prediction": scores.argmax(1).numpy()}
+    )
     for k in range(scores.shape[1]):
         frame[f"score_{k}"] = scores[:, k].numpy()
     buffer = io.StringIO()

@@ -128,7 +128,8 @@ def _problem(error: Exception) -> str:
     if isinstance(error, SyntaxError):
         shown = f": {error.text.strip()!r}" if error.text and error.text.strip() else ""
         return f"line {error.lineno}: {error.msg.rstrip('.')}{shown}"
-    if isinstance(error, tokenize.TokenError) and len(error.args) == 2:  # ("EOF in multi-line ...", (line, col))
+    # error.args: ("EOF in multi-line ...", (line, col))
+    if isinstance(error, tokenize.TokenError) and len(error.args) == 2:
         return f"line {error.args[1][0]}: {error.args[0]} (a bracket or string left open)"
     return str(error)
 

@@ -1,7 +1,8 @@
 """JSON-lines files that are appended while others read them: history.jsonl, steps.jsonl, submissions.jsonl.
 
 The rule, defined here once for the writer and for every reader (docs/run-folder.md, "Atomic writes"):
-- the writer appends one whole line per write (`append_line`), so a crash can cut or garble only the last line;
+- the writer appends one whole line per write (`append_line`), so a crash can cut or garble only
+  the last line;
 - a reader drops a last line that has no newline or is not a JSON object: a write in progress, or a crash
   mid-append. It is never read as a wrong number (`{"loss": 0.5` cut to `{"loss": 0`);
 - any other line that is not a JSON object cannot come from a crash: the file was damaged after it was written

@@ -50,8 +50,8 @@ def build_model(name: str, datamodule, optimizer, lr_scheduler, gradient_clip_va
     if not (hasattr(datamodule, "input_shape") and hasattr(datamodule, "num_classes")):
         raise ConfigError(
             f"Model {name!r} is an nn.Module, which ginlab trains as a classifier: the datamodule "
-            f"{type(datamodule).__name__} must provide input_shape and num_classes (InMemoryDataModule does), "
-            f"or register a complete LightningModule as the model instead."
+            f"{type(datamodule).__name__} must provide input_shape and num_classes "
+            f"(InMemoryDataModule does), or register a complete LightningModule as the model instead."
         )
     net = cls(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
     opt = optimizer(net.parameters())
@@ -73,11 +73,15 @@ def setting(name: str):
 
 
 def keep_torch_threads(threads: int | None) -> None:
-    """Compute with the run's thread count: torch splits its CPU sums by thread, so a reload with another count
-    (another --slots, another node, another OMP_NUM_THREADS) would continue a different run."""
+    """Compute with the run's thread count: torch splits its CPU sums by thread, so a reload with another
+    count (another --slots, another node, another OMP_NUM_THREADS) would continue a different run."""
     if threads and threads != torch.get_num_threads():
-        log.info("torch threads: %d, as when the run started (this process would use %d): the results depend on it",
-                 threads, torch.get_num_threads())
+        log.info(
+            "torch threads: %d, as when the run started (this process would use %d): "
+            "the results depend on it",
+            threads,
+            torch.get_num_threads(),
+        )
         torch.set_num_threads(threads)
 
 
@@ -89,13 +93,19 @@ def build_from_config():
     seed = setting("seed")
     pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = build_datamodule(setting("datamodule"), seed)
-    module = build_model(setting("model"), datamodule, setting("optimizer"), setting("lr_scheduler"),
-                         setting("gradient_clip_val"))
+    module = build_model(
+        setting("model"),
+        datamodule,
+        setting("optimizer"),
+        setting("lr_scheduler"),
+        setting("gradient_clip_val"),
+    )
     return datamodule, module
 
 
 def newest_valid_checkpoint(folder: Path) -> tuple[Path | None, dict]:
-    """The newest checkpoint that is complete and loadable, and its content; broken ones are skipped loudly."""
+    """The newest checkpoint that is complete and loadable, and its content;
+    broken ones are skipped loudly."""
     for path in step_checkpoints(folder):
         state, reason = load_verified(path)
         if state is not None:
@@ -104,7 +114,9 @@ def newest_valid_checkpoint(folder: Path) -> tuple[Path | None, dict]:
     return None, {}
 
 
-@gin.configurable(denylist=["save_dir", "command", "config_files", "bindings", "accepted_changes", "on_folder_ready"])
+@gin.configurable(
+    denylist=["save_dir", "command", "config_files", "bindings", "accepted_changes", "on_folder_ready"]
+)
 def training_loop(
     save_dir,
     model: str = gin.REQUIRED,
@@ -155,7 +167,8 @@ def training_loop(
         keep_checkpoints: rolling checkpoints kept (at least 2). heartbeat_seconds: meta.json heartbeat.
         deterministic: torch deterministic algorithms (bitwise-reproducible on CPU).
         accelerator, devices: as in Lightning; devices > 1 trains with DDP, one process per device.
-        strategy: "auto" (DDP when devices > 1), "ddp" or "ddp_find_unused_parameters_true"; see docs/resume.md.
+        strategy: "auto" (DDP when devices > 1), "ddp" or "ddp_find_unused_parameters_true"; see
+            docs/resume.md.
         mlflow_tracking_uri: also log to this MLflow server (TensorBoard is always on).
         profiler: None (off), or "simple" / "advanced" / "pytorch": Lightning's profiler, report in profile/.
         reload: continue the run in save_dir from its newest valid checkpoint.
@@ -180,15 +193,23 @@ def training_loop(
     # -- build: every configuration error surfaces here, before the run folder is touched --------------------
     pl.seed_everything(seed, workers=True, verbose=False)
     if strategy not in STRATEGIES:
-        raise ConfigError(f"training_loop.strategy={strategy!r} is not supported: expected one of "
-                          f"{', '.join(map(repr, STRATEGIES))}. ginlab trains in one process or with DDP.")
+        raise ConfigError(
+            f"training_loop.strategy={strategy!r} is not supported: expected one of "
+            f"{', '.join(map(repr, STRATEGIES))}. ginlab trains in one process or with DDP."
+        )
     try:
         dm = build_datamodule(datamodule, seed)
         module = build_model(model, dm, optimizer, lr_scheduler, gradient_clip_val)
-        if gradient_clip_val is not None and not isinstance(module, Classifier) and not module.automatic_optimization:
-            raise ConfigError(f"training_loop.gradient_clip_val={gradient_clip_val} cannot apply to {model!r}: it "
-                              f"optimizes manually, so it must clip in its own training_step (self.clip_gradients); "
-                              f"remove the binding.")
+        if (
+            gradient_clip_val is not None
+            and not isinstance(module, Classifier)
+            and not module.automatic_optimization
+        ):
+            raise ConfigError(
+                f"training_loop.gradient_clip_val={gradient_clip_val} cannot apply to {model!r}: it "
+                f"optimizes manually, so it must clip in its own training_step (self.clip_gradients); "
+                f"remove the binding."
+            )
         extra = [CALLBACKS[name]() for name in callbacks]
         profiler = build_profiler(profiler, run.path)
     except ConfigError:
@@ -202,7 +223,8 @@ def training_loop(
     run.acquire()
     workers = Workers()
     try:
-        if not reload and run.writer and run.holds_run():  # another process started a run here since the check above
+        # another process started a run here since the check above
+        if not reload and run.writer and run.holds_run():
             raise RunFolderError(f"{save_dir} already holds a run (started by another process just now).")
         checkpoint, resumed = None, {}  # resumed: ginlab's part of the checkpoint (none: start from step 0)
         if reload:
@@ -213,12 +235,21 @@ def training_loop(
             if checkpoint is not None:
                 epoch = saved_state["epoch"]
                 if epoch > n_epochs:
-                    raise ConfigError(f"{save_dir} is already at epoch {epoch}: training_loop.n_epochs={n_epochs} "
-                                      f"cannot be reached again. Use n_epochs >= {epoch}. Nothing was changed.")
-            run.record_reload(command or [], checkpoint, accepted_changes=list(accepted_changes),
-                              history_rows=resumed.get("history_rows", 0), step_rows=resumed.get("step_rows", 0))
+                    raise ConfigError(
+                        f"{save_dir} is already at epoch {epoch}: training_loop.n_epochs={n_epochs} "
+                        f"cannot be reached again. Use n_epochs >= {epoch}. Nothing was changed."
+                    )
+            run.record_reload(
+                command or [],
+                checkpoint,
+                accepted_changes=list(accepted_changes),
+                history_rows=resumed.get("history_rows", 0),
+                step_rows=resumed.get("step_rows", 0),
+            )
             keep_torch_threads(run.read_meta().get("torch_threads"))
-            log.info("==== reload %s from %s", now(), checkpoint or "the start (no checkpoint was written yet)")
+            log.info(
+                "==== reload %s from %s", now(), checkpoint or "the start (no checkpoint was written yet)"
+            )
         else:
             run.create(command or [], config_files, list(bindings))
         if on_folder_ready is not None and run.writer:
@@ -229,14 +260,31 @@ def training_loop(
 
             history = HistoryWriter(run, log_every_n_steps)
             run.cut_history(resumed.get("history_rows", 0), resumed.get("step_rows", 0))
-            checkpointer = Checkpointer(run.checkpoints, history, monitor, monitor_mode, checkpoint_every_n_steps,
-                                        checkpoint_every_n_seconds, keep_checkpoints)
-            all_callbacks = [history, ProgressPrinter(run.path, print_every_n_steps or log_every_n_steps),
-                             Heartbeat(run, heartbeat_seconds), *extra]
+            checkpointer = Checkpointer(
+                run.checkpoints,
+                history,
+                monitor,
+                monitor_mode,
+                checkpoint_every_n_steps,
+                checkpoint_every_n_seconds,
+                keep_checkpoints,
+            )
+            all_callbacks = [
+                history,
+                ProgressPrinter(run.path, print_every_n_steps or log_every_n_steps),
+                Heartbeat(run, heartbeat_seconds),
+                *extra,
+            ]
             if early_stopping_patience is not None:
-                all_callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=early_stopping_patience))
+                all_callbacks.append(
+                    EarlyStopping(monitor=monitor, mode=monitor_mode, patience=early_stopping_patience)
+                )
             all_callbacks.append(checkpointer)
-            loggers = [TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False)]
+            loggers = [
+                TensorBoardLogger(
+                    save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False
+                )
+            ]
             if not run.writer:
                 loggers = []  # TensorBoard and MLflow are the run folder's: written by its owner only
             elif mlflow_tracking_uri:
@@ -263,17 +311,20 @@ def training_loop(
                 default_root_dir=str(run.path),
                 profiler=profiler,
             )
-            epoch_loop.install(trainer)  # Lightning's loop, with a shorter path through each batch where it can
+            # Lightning's loop, with a shorter path through each batch where it can
+            epoch_loop.install(trainer)
             if deterministic:
-                # Deterministic mode also fills the memory of every new tensor with NaN, which only shows up an op
-                # that reads memory it never wrote; torch documents turning it off as keeping results deterministic.
-                # It costs 3 % of the digits CNN's step (benchmarks/train_overhead.py).
+                # Deterministic mode also fills the memory of every new tensor with NaN, which only shows up
+                # an op that reads memory it never wrote; torch documents turning it off as keeping results
+                # deterministic. It costs 3 % of the digits CNN's step (benchmarks/train_overhead.py).
                 torch.utils.deterministic.fill_uninitialized_memory = False
             check_strategy(trainer)
-            checkpointer.install_signal_handlers()  # before the other processes start: a signal is then a flag
+            # before the other processes start: a signal is then a flag
+            checkpointer.install_signal_handlers()
             workers.start(trainer, run, lambda: checkpointer.stop_signal)
-            trainer.fit(module, datamodule=dm, ckpt_path=str(checkpoint) if checkpoint else None,
-                        weights_only=True)
+            trainer.fit(
+                module, datamodule=dm, ckpt_path=str(checkpoint) if checkpoint else None, weights_only=True
+            )
             if checkpointer.stop_requested():
                 raise Interrupted(checkpointer.stop_signal)
 
@@ -281,10 +332,13 @@ def training_loop(
             tested = best if best.exists() else run.checkpoints / "last.ckpt"
             test_metrics = {}
             if is_overridden("test_step", module) and tested.exists():
-                results = trainer.test(module, datamodule=dm, ckpt_path=str(tested), verbose=False,
-                                       weights_only=True)
+                results = trainer.test(
+                    module, datamodule=dm, ckpt_path=str(tested), verbose=False, weights_only=True
+                )
                 test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-                log.info("test (%s): %s", tested.name, "  ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))
+                log.info(
+                    "test (%s): %s", tested.name, "  ".join(f"{k} {v:.4f}" for k, v in test_metrics.items())
+                )
             rows = run.history_rows()
             summary = {
                 "status": "finished",
@@ -293,9 +347,18 @@ def training_loop(
                 "time": round(history.elapsed(), 3),
                 "monitor": {"metric": monitor, "mode": monitor_mode},
                 "final": rows[-1] if rows else {},
-                "best": {**({"epoch": checkpointer.best["epoch"], "step": checkpointer.best["step"],
-                             monitor: checkpointer.best["value"]} if checkpointer.best else {}),
-                         "checkpoint": str(tested.relative_to(run.path))},
+                "best": {
+                    **(
+                        {
+                            "epoch": checkpointer.best["epoch"],
+                            "step": checkpointer.best["step"],
+                            monitor: checkpointer.best["value"],
+                        }
+                        if checkpointer.best
+                        else {}
+                    ),
+                    "checkpoint": str(tested.relative_to(run.path)),
+                },
                 "test": {**test_metrics, "checkpoint": str(tested.relative_to(run.path))},
             }
             run.write_summary(summary)
@@ -313,18 +376,29 @@ def training_loop(
             import traceback
 
             failed_others = workers.finish(failed=True)
-            if isinstance(e, (KeyboardInterrupt, SystemExit)) and checkpointer is not None and checkpointer.hard_stop:
+            if (
+                isinstance(e, (KeyboardInterrupt, SystemExit))
+                and checkpointer is not None
+                and checkpointer.hard_stop
+            ):
                 # Lightning turns the second Ctrl-C's KeyboardInterrupt into SystemExit(1).
-                log.info("stopped by a second Ctrl-C: continue from the newest checkpoint with "
-                         "-b training_loop.reload=True")
+                log.info(
+                    "stopped by a second Ctrl-C: continue from the newest checkpoint with "
+                    "-b training_loop.reload=True"
+                )
                 run.update_meta(status="interrupted", ended=now(), heartbeat=now(), exit_code=3)
                 raise Interrupted(signal.SIGINT) from None
 
             message = str(e) + "".join(f"\n{p}" for p in failed_others)
             if failed_others:
                 log.info("other processes of this run: %s", "; ".join(failed_others))
-            run.update_meta(status="failed", ended=now(), heartbeat=now(), exit_code=1,
-                            error={"type": type(e).__name__, "message": message, "traceback": traceback.format_exc()})
+            run.update_meta(
+                status="failed",
+                ended=now(),
+                heartbeat=now(),
+                exit_code=1,
+                error={"type": type(e).__name__, "message": message, "traceback": traceback.format_exc()},
+            )
             raise
         return summary
     finally:
@@ -334,8 +408,8 @@ def training_loop(
 
 
 def _cluster_plugins() -> list:
-    """Under SLURM, Lightning would requeue the job itself on SIGUSR1; ginlab's checkpointer handles the signal
-    and the job script requeues (see docs/experiments.md)."""
+    """Under SLURM, Lightning would requeue the job itself on SIGUSR1; ginlab's checkpointer handles the
+    signal and the job script requeues (see docs/experiments.md)."""
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
@@ -346,8 +420,13 @@ def _mlflow_logger(run: RunFolder, uri: str, experiment: str):
     from pytorch_lightning.loggers import MLFlowLogger
 
     meta = run.read_meta()
-    logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=run.path.name,
-                          run_id=meta.get("mlflow_run_id"), tags={"run_folder": str(run.path.resolve())},
-                          synchronous=False)  # metrics are sent in the background: no HTTP wait in the loop
+    logger = MLFlowLogger(
+        experiment_name=experiment,
+        tracking_uri=uri,
+        run_name=run.path.name,
+        run_id=meta.get("mlflow_run_id"),
+        tags={"run_folder": str(run.path.resolve())},
+        synchronous=False,  # metrics are sent in the background: no HTTP wait in the loop
+    )
     run.update_meta(mlflow_run_id=logger.run_id, mlflow_tracking_uri=uri)
     return logger

@@ -29,7 +29,8 @@ class Registry(dict):
         def decorator(obj):
             if name in self:
                 raise ValueError(
-                    f"{self.kind} {name!r} is registered twice: by {_where(self[name])} and by {_where(obj)}. "
+                    f"{self.kind} {name!r} is registered twice: "
+                    f"by {_where(self[name])} and by {_where(obj)}. "
                     f"Pick another name for one of them."
                 )
             self[name] = gin.external_configurable(obj, name=name, module=None)
@@ -47,9 +48,10 @@ class Registry(dict):
         close = difflib.get_close_matches(str(name), list(self), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         return (
-            f"Unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {', '.join(sorted(self)) or '(none)'}. "
-            f"A new {self.kind} is registered with @register_{self.kind}(\"name\") in a module that is imported "
-            f"(a module outside src/ can be imported from a .gin file with an `import` line)."
+            f"Unknown {self.kind} {name!r}.{hint} "
+            f"Registered {self.kind}s: {', '.join(sorted(self)) or '(none)'}. "
+            f'A new {self.kind} is registered with @register_{self.kind}("name") in a module that is '
+            f"imported (a module outside src/ can be imported from a .gin file with an `import` line)."
         )
 
 

@@ -1,4 +1,5 @@
-"""The run folder: its layout, its metadata, its single writer. The format is documented in docs/run-folder.md.
+"""The run folder: its layout, its metadata, its single writer. The format is documented in
+docs/run-folder.md.
 
 Everything here is safe against a crash at any moment: metadata and summaries are replaced atomically,
 history files are append-only whole lines, and a reload cuts the history back to the resumed checkpoint.
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 class RunFolderError(RuntimeError):
@@ -97,15 +98,22 @@ class RunFolder:
             raise RunFolderError(
                 f"{self.path} is being written by another process: host {holder.get('host', '?')}, "
                 f"pid {holder.get('pid', '?')}, since {holder.get('started', '?')}.\n"
-                f"Wait for it to finish, or stop it first (a stopped run continues with -b training_loop.reload=True)."
+                f"Wait for it to finish, or stop it first "
+                f"(a stopped run continues with -b training_loop.reload=True)."
             ) from None
         previous = self._read_lock_info()
         if previous:
             log.warning(
-                "Taking over %s from a writer that is gone (host %s, pid %s, since %s); it did not exit cleanly.",
-                self.path, previous.get("host"), previous.get("pid"), previous.get("started"),
+                "Taking over %s from a writer that is gone (host %s, pid %s, since %s); "
+                "it did not exit cleanly.",
+                self.path,
+                previous.get("host"),
+                previous.get("pid"),
+                previous.get("started"),
             )
-        atomic_write_json(self.lock_info, {"host": socket.gethostname(), "pid": os.getpid(), "started": now()})
+        atomic_write_json(
+            self.lock_info, {"host": socket.gethostname(), "pid": os.getpid(), "started": now()}
+        )
         self._lock = lock
 
     def release(self) -> None:
@@ -129,23 +137,26 @@ class RunFolder:
             atomic_write_bytes(self.configs / f"{i:02d}-{Path(f).name}", Path(f).read_bytes())
         atomic_write_text(self.configs / "bindings.gin", "".join(b + "\n" for b in bindings))
         git = git_state(self.git_diff)
-        atomic_write_json(self.meta, {
-            "format_version": FORMAT_VERSION,
-            "status": "running",
-            "started": now(),
-            "ended": None,
-            "heartbeat": now(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "command": command,
-            "cwd": os.getcwd(),
-            "versions": versions(),
-            "torch_threads": torch_threads(),
-            "git": git,
-            "error": None,
-            "exit_code": None,
-            "reloads": [],
-        })
+        atomic_write_json(
+            self.meta,
+            {
+                "format_version": FORMAT_VERSION,
+                "status": "running",
+                "started": now(),
+                "ended": None,
+                "heartbeat": now(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "command": command,
+                "cwd": os.getcwd(),
+                "versions": versions(),
+                "torch_threads": torch_threads(),
+                "git": git,
+                "error": None,
+                "exit_code": None,
+                "reloads": [],
+            },
+        )
 
     @_writes
     def update_meta(self, **changes) -> dict:
@@ -155,17 +166,36 @@ class RunFolder:
         return meta
 
     @_writes
-    def record_reload(self, command: list[str], checkpoint, accepted_changes: list[str], history_rows: int = 0,
-                      step_rows: int = 0) -> None:
+    def record_reload(
+        self,
+        command: list[str],
+        checkpoint,
+        accepted_changes: list[str],
+        history_rows: int = 0,
+        step_rows: int = 0,
+    ) -> None:
         # The first change a reload makes to the run: a damaged history is refused before it, not halfway.
         self.check_logs_before_reload(history_rows, step_rows)
         meta = self.read_meta()
-        meta["reloads"].append({
-            "time": now(), "checkpoint": str(checkpoint) if checkpoint else None, "host": socket.gethostname(),
-            "pid": os.getpid(), "command": command, "accepted_config_changes": accepted_changes,
-        })
-        meta.update(status="running", ended=None, heartbeat=now(), host=socket.gethostname(), pid=os.getpid(),
-                    error=None, exit_code=None)
+        meta["reloads"].append(
+            {
+                "time": now(),
+                "checkpoint": str(checkpoint) if checkpoint else None,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "command": command,
+                "accepted_config_changes": accepted_changes,
+            }
+        )
+        meta.update(
+            status="running",
+            ended=None,
+            heartbeat=now(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            error=None,
+            exit_code=None,
+        )
         atomic_write_json(self.meta, meta)
 
     @_writes
@@ -182,7 +212,8 @@ class RunFolder:
         jsonlines.append_line(self.steps, json.dumps(row))
 
     def history_rows(self) -> list[dict]:
-        """history.jsonl's rows (a cut last line dropped). Raises jsonlines.JsonLinesError for a damaged line."""
+        """history.jsonl's rows (a cut last line dropped).
+        Raises jsonlines.JsonLinesError for a damaged line."""
         return self._read_log(self.history)[0]
 
     def step_rows(self) -> list[dict]:
@@ -219,7 +250,8 @@ class RunFolder:
                     f"resume was written after {need}: rows were lost since (the file was replaced, cut, or "
                     f"copied incompletely). Restore {path.name} from a copy, or delete the newer step-*.ckpt "
                     f"files in checkpoints/ so that the reload resumes from one the file agrees with. "
-                    f"Nothing was changed.")
+                    f"Nothing was changed."
+                )
 
     @_writes
     def cut_history(self, history_rows: int, step_rows: int) -> None:
@@ -252,14 +284,18 @@ def versions() -> dict:
 
     import ginlab
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "pytorch_lightning": pytorch_lightning.__version__, "gin": getattr(gin, "__version__", "0.5.0"),
-            "ginlab": ginlab.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pytorch_lightning.__version__,
+        "gin": getattr(gin, "__version__", "0.5.0"),
+        "ginlab": ginlab.__version__,
+    }
 
 
 def torch_threads() -> int:
-    """The number of threads torch computes with (OMP_NUM_THREADS, or the cores): a reload keeps it, because torch's
-    CPU sums are split by thread and another number gives other bits."""
+    """The number of threads torch computes with (OMP_NUM_THREADS, or the cores): a reload keeps it, because
+    torch's CPU sums are split by thread and another number gives other bits."""
     import torch
 
     return torch.get_num_threads()
@@ -274,8 +310,9 @@ def git_state(diff_path: Path) -> dict:
     commit, where = None, None
     for folder in (Path(__file__).resolve().parent, Path.cwd()):
         try:
-            out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                 timeout=30)
+            out = subprocess.run(
+                ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30
+            )
         except (OSError, subprocess.SubprocessError):
             break
         if out.returncode == 0 and out.stdout.strip():
@@ -283,7 +320,9 @@ def git_state(diff_path: Path) -> dict:
             break
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run(
+            ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30
+        ).stdout
 
     if commit is None:
         return {"commit": None, "branch": None, "dirty": None, "diff": None}
@@ -291,8 +330,12 @@ def git_state(diff_path: Path) -> dict:
     dirty = bool(status.strip())
     if dirty:
         atomic_write_text(diff_path, git("diff", "HEAD"))
-    return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(), "dirty": dirty,
-            "diff": diff_path.name if dirty else None}
+    return {
+        "commit": commit,
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(),
+        "dirty": dirty,
+        "diff": diff_path.name if dirty else None,
+    }
 
 
 def python_command() -> list[str]:

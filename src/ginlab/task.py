@@ -24,17 +24,22 @@ from torch.nn import functional as F
 
 from ginlab import distributed
 
-# Attributes set on every training step: Lightning sets _current_fx_name before and after each of the ~20 hooks
-# it calls per step (about 45 times), and training_step counts examples. nn.Module.__setattr__ first checks
-# whether the value is a parameter, buffer or submodule; for these plain values that check is pure overhead,
-# about 1.5 us a time, 2-3% of a small model's step.
+# Attributes set on every training step: Lightning sets _current_fx_name before and after each of the ~20
+# hooks it calls per step (about 45 times), and training_step counts examples. nn.Module.__setattr__ first
+# checks whether the value is a parameter, buffer or submodule; for these plain values that check is pure
+# overhead, about 1.5 us a time, 2-3% of a small model's step.
 _PLAIN_PER_STEP = frozenset({"_current_fx_name", "_train_count"})
 PLATEAU_MONITOR = "val_loss"  # what a ReduceLROnPlateau schedule is stepped with
 
 
 class Classifier(pl.LightningModule):
-    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler=None,
-                 gradient_clip_val: float | None = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler=None,
+        gradient_clip_val: float | None = None,
+    ):
         super().__init__()
         self.net = net
         self._optimizer, self._lr_scheduler = optimizer, lr_scheduler
@@ -42,8 +47,11 @@ class Classifier(pl.LightningModule):
         self.automatic_optimization = False
         # Sum of loss * batch size over the epoch (one in-place op per step, no sync) and the example count.
         self.register_buffer("_train_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
-        # DDP copies rank 0's buffers to the other processes before each forward; this one is each process's own.
-        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ["_train_loss_sum"])
+        # DDP copies rank 0's buffers to the other processes before each forward; this one is each
+        # process's own.
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            self, ["_train_loss_sum"]
+        )
         self._train_count = 0
         self._eval_sums = {}
 
@@ -59,7 +67,10 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self):
         if self._lr_scheduler is None:
             return self._optimizer
-        return {"optimizer": self._optimizer, "lr_scheduler": {"scheduler": self._lr_scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": self._optimizer,
+            "lr_scheduler": {"scheduler": self._lr_scheduler, "interval": "epoch"},
+        }
 
     # -- training ------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -72,8 +83,8 @@ class Classifier(pl.LightningModule):
             return loss
         if getattr(fit_loop.epoch_loop, "lean", False):
             # The same four calls on the torch optimizer itself, counted where Lightning's wrapper counts them
-            # (global_step). LeanEpochLoop allows this only when nothing listens to the hooks the wrapper would
-            # call and the precision plugin does not scale the loss: see epoch_loop.py.
+            # (global_step). LeanEpochLoop allows this only when nothing listens to the hooks the wrapper
+            # would call and the precision plugin does not scale the loss: see epoch_loop.py.
             optimizer = self.trainer.optimizers[0]
             optimizer.zero_grad()
             loss.backward()
@@ -92,21 +103,26 @@ class Classifier(pl.LightningModule):
 
     def _clip(self, optimizer):
         if self.gradient_clip_val is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm"
+            )
 
     # Lightning inspects training_step's signature on every step (to decide whether to pass batch_idx);
     # inspect honours a stored __signature__, which turns that 20 us into 4 us.
     training_step.__signature__ = inspect.signature(training_step)
 
     def _log_global(self, name: str, value: float) -> None:
-        # `value` is already the same in every process (from sums added up across them). sync_dist=True says so
-        # to Lightning, which warns otherwise; "max" of equal values keeps it bit for bit (a mean may round).
+        # `value` is already the same in every process (from sums added up across them). sync_dist=True says
+        # so to Lightning, which warns otherwise; "max" of equal values keeps it bit for bit (a
+        # mean may round).
         self.log(name, value, sync_dist=True, reduce_fx="max")
 
     def on_train_epoch_end(self):
         loss_sum, count = self._train_loss_sum.item(), self._train_count
         if distributed.world_size() > 1:
-            loss_sum, count = distributed.all_reduce_sum(torch.tensor([loss_sum, count], dtype=torch.float64)).tolist()
+            loss_sum, count = distributed.all_reduce_sum(
+                torch.tensor([loss_sum, count], dtype=torch.float64)
+            ).tolist()
         if count:
             self._log_global("train_loss", loss_sum / count)
         self._train_loss_sum.zero_()
@@ -119,9 +135,11 @@ class Classifier(pl.LightningModule):
             if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 value = self.trainer.callback_metrics.get(PLATEAU_MONITOR)
                 if value is None:
-                    raise RuntimeError(f"ReduceLROnPlateau follows {PLATEAU_MONITOR}, which was not logged this "
-                                       f"epoch (logged: {sorted(self.trainer.callback_metrics)}): the datamodule "
-                                       f"needs a validation split.")
+                    raise RuntimeError(
+                        f"ReduceLROnPlateau follows {PLATEAU_MONITOR}, which was not logged this "
+                        f"epoch (logged: {sorted(self.trainer.callback_metrics)}): the datamodule "
+                        f"needs a validation split."
+                    )
                 config.scheduler.step(float(value))
             else:
                 config.scheduler.step()
@@ -130,17 +148,21 @@ class Classifier(pl.LightningModule):
     def _eval_step(self, batch, stage):
         x, y = batch
         logits = self.net(x)
-        sums = torch.stack([
-            F.cross_entropy(logits, y, reduction="sum").double(),
-            (logits.argmax(1) == y).sum().double(),
-            torch.tensor(len(y), dtype=torch.float64),
-        ])
+        sums = torch.stack(
+            [
+                F.cross_entropy(logits, y, reduction="sum").double(),
+                (logits.argmax(1) == y).sum().double(),
+                torch.tensor(len(y), dtype=torch.float64),
+            ]
+        )
         self._eval_sums[stage] = self._eval_sums.get(stage, 0) + sums
 
     def _eval_epoch_end(self, stage):
         sums = self._eval_sums.pop(stage, None)
         if distributed.world_size() > 1:  # every process calls this once per evaluation, with or without sums
-            sums = distributed.all_reduce_sum(sums if sums is not None else torch.zeros(3, dtype=torch.float64))
+            sums = distributed.all_reduce_sum(
+                sums if sums is not None else torch.zeros(3, dtype=torch.float64)
+            )
         if sums is None or not sums[2]:
             return
         loss_sum, correct, count = sums.tolist()
@@ -148,10 +170,10 @@ class Classifier(pl.LightningModule):
         self._log_global(f"{stage}_acc", correct / count)
 
     def on_validation_epoch_start(self):
-        # Lightning's manual optimization switches off DDP's broadcast of buffers (it marks each training forward
-        # as needing no gradient sync), so each process's batch-norm statistics follow its own batches. Every
-        # share is evaluated with rank 0's, the ones its checkpoint holds. (In training mode batch norm uses the
-        # batch's statistics, so training itself is the same either way.)
+        # Lightning's manual optimization switches off DDP's broadcast of buffers (it marks each training
+        # forward as needing no gradient sync), so each process's batch-norm statistics follow its own
+        # batches. Every share is evaluated with rank 0's, the ones its checkpoint holds. (In training mode
+        # batch norm uses the batch's statistics, so training itself is the same either way.)
         distributed.broadcast_from_rank_0(self.net.buffers())
 
     def validation_step(self, batch, batch_idx):
@@ -183,7 +205,12 @@ class Classifier(pl.LightningModule):
         loops = checkpoint.get("loops", {}).get("fit_loop", {})
         manual = loops.get("epoch_loop.manual_optimization.optim_step_progress")
         automatic = loops.get("epoch_loop.automatic_optimization.optim_progress")
-        if manual and automatic and manual["total"]["completed"] == 0 and automatic["optimizer"]["step"]["total"]["completed"]:
+        if (
+            manual
+            and automatic
+            and manual["total"]["completed"] == 0
+            and automatic["optimizer"]["step"]["total"]["completed"]
+        ):
             loops["epoch_loop.manual_optimization.optim_step_progress"] = automatic["optimizer"]["step"]
         if "ginlab_train_loss" in checkpoint:
             state = checkpoint["ginlab_train_loss"]

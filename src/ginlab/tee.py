@@ -36,7 +36,7 @@ class Tee:
     def attach(self, path) -> None:
         """Start appending to `path` (after what was printed so far)."""
         with self._lock:
-            self._file = open(path, "ab", buffering=0)
+            self._file = open(path, "ab", buffering=0)  # noqa: SIM115  (appended to until stop())
             for chunk in self._buffer:
                 self._file.write(chunk)
             self._buffer = []

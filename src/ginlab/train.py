@@ -45,7 +45,8 @@ def setup_logging(main_process: bool = True) -> None:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger().handlers[0].setFormatter(_Marked(mark, "%(levelname)s %(name)s: %(message)s"))
     if not main_process:
-        logging.captureWarnings(True)  # Python warnings through the handler above, so that they are marked too
+        # Python warnings through the handler above, so that they are marked too
+        logging.captureWarnings(True)
     # Known harmless warnings of the pinned versions (see notes): they would drown the progress lines.
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -54,8 +55,15 @@ def setup_logging(main_process: bool = True) -> None:
 
 
 def quiet_lightning() -> None:
-    """Lightning sets its loggers to INFO when imported; its start-up chatter is not what a researcher steers by."""
-    for name in ("lightning", "pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+    """Lightning sets its loggers to INFO when imported;
+    its start-up chatter is not what a researcher steers by."""
+    for name in (
+        "lightning",
+        "pytorch_lightning",
+        "lightning.pytorch",
+        "lightning_fabric",
+        "lightning.fabric",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -83,8 +91,10 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
             )
         return bindings, []
     if not run.meta.exists():
-        raise RunFolderError(f"Cannot reload {save_dir}: it holds no run (no meta.json). "
-                             f"Leave out training_loop.reload=True to start a fresh run there.")
+        raise RunFolderError(
+            f"Cannot reload {save_dir}: it holds no run (no meta.json). "
+            f"Leave out training_loop.reload=True to start a fresh run there."
+        )
     run.check_logs_before_reload()
     base = [run.config_gin] if run.config_gin.exists() else run.config_files()
     saved = run.saved_config()
@@ -95,7 +105,8 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
     diffs = differences(saved, flat_config(operative=False))
     if diffs and not _query("training_loop.reload_allow_changes", False):
         raise ConfigError(
-            f"Reload of {save_dir} refused: the configuration differs from the saved run:\n" + "\n".join(diffs)
+            f"Reload of {save_dir} refused: the configuration differs from the saved run:\n"
+            + "\n".join(diffs)
             + "\nReload with the run's own configuration (bin/train.py SAVE_DIR -b training_loop.reload=True "
             "needs no config file), or add -b training_loop.reload_allow_changes=True to accept the changes "
             "(they are recorded in meta.json)."
@@ -107,7 +118,9 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
 
 def _message(error: Exception) -> str:
     # gin appends "In call to configurable ..." to errors raised inside configurables: noise for the reader.
-    return "\n".join(line for line in str(error).splitlines() if not line.strip().startswith("In call to configurable"))
+    return "\n".join(
+        line for line in str(error).splitlines() if not line.strip().startswith("In call to configurable")
+    )
 
 
 def _query(name, default):
@@ -146,11 +159,18 @@ def main(save_dir: str, config_files: list[str], binding_strings: list[str], arg
 
     quiet_lightning()
 
-    # The other DDP processes write into rank 0's output, which rank 0 copies to log.txt: no copy of their own.
+    # The other DDP processes write into rank 0's output, which rank 0 copies to log.txt: no copy of
+    # their own.
     tee = Tee().start() if main_process else None
     try:
-        training_loop(save_dir, command=argv, config_files=config_files, bindings=bindings,
-                      accepted_changes=accepted, on_folder_ready=lambda run: tee.attach(run.log) if tee else None)
+        training_loop(
+            save_dir,
+            command=argv,
+            config_files=config_files,
+            bindings=bindings,
+            accepted_changes=accepted,
+            on_folder_ready=lambda run: tee.attach(run.log) if tee else None,
+        )
         return EXIT_OK
     except (ConfigError, RunFolderError) as e:
         error(_message(e))

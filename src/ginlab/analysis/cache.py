@@ -13,6 +13,7 @@ rename): readers running at the same time see the old or the new cache, never a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -61,10 +62,8 @@ class HistoryCache:
         """The cached table and entries; (None, {}) when there is no usable cache."""
         candidates = []
         for path in self.paths:
-            try:
+            with contextlib.suppress(OSError):
                 candidates.append((os.stat(path).st_mtime_ns, path))
-            except OSError:
-                pass
         for _, path in sorted(candidates, reverse=True):  # the newest first
             try:
                 table = pq.read_table(path)
@@ -112,7 +111,5 @@ def _write_atomically(table: pa.Table, path: str) -> None:
 
 
 def _remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass

@@ -110,7 +110,7 @@ def _vouch_or_reread(chunk, table, paths, counts, errors) -> list[pa.Table]:
     if table is not None:
         chunk_counts = [data.count(b"\n") for _, data, _ in chunk]
         if _rows_belong(table, chunk_counts, [last for _, _, last in chunk]):
-            for (index, _, _), count in zip(chunk, chunk_counts):
+            for (index, _, _), count in zip(chunk, chunk_counts, strict=True):
                 counts[index] = count
             return [table]
         logger.debug("rows of a chunk of %d files do not line up; reading them one by one", len(chunk))

@@ -157,14 +157,18 @@ def _read_histories(found: Found, runs: list[str], store: HistoryCache | None):
     relative = [found.name(run) for run in runs]
     keys = [file_key(os.path.join(run, "history.jsonl")) for run in runs]
     cached_table, entries = store.load() if store else (None, {})
-    fresh = [i for i, (name, key) in enumerate(zip(relative, keys)) if entries.get(name, [])[:2] != list(key)]
+    fresh = [
+        i
+        for i, (name, key) in enumerate(zip(relative, keys, strict=True))
+        if entries.get(name, [])[:2] != list(key)
+    ]
     readable = [i for i in fresh if _check_meta(runs[i], found)]
     paths = [os.path.join(runs[i], "history.jsonl") for i in readable]
     tables = jsonl.read_tables(paths)
-    for i, path in zip(readable, paths):
+    for i, path in zip(readable, paths, strict=True):
         if path in tables.errors:
             found.problems[runs[i]] = tables.errors[path]
-    fresh_rows = dict(zip(readable, _starts_and_counts(tables.counts)))
+    fresh_rows = dict(zip(readable, _starts_and_counts(tables.counts), strict=True))
 
     # Where each wanted run's rows are in `combined`: the cached rows, then the fresh ones.
     combined = _concat([cached_table, tables.table])
@@ -296,7 +300,7 @@ def _check_meta(run: str, found: Found) -> bool:
 
 def _starts_and_counts(counts: list[int]) -> list[tuple[int, int]]:
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if counts else []
-    return [(int(start), count) for start, count in zip(starts, counts)]
+    return [(int(start), count) for start, count in zip(starts, counts, strict=True)]
 
 
 def _concat(tables: list[pa.Table | None]) -> pa.Table:
@@ -323,7 +327,7 @@ def _take(table: pa.Table, starts: list[int], counts: list[int]) -> pa.Table:
 
 def _contiguous(starts: list[int], counts: list[int]) -> bool:
     position = 0
-    for start, count in zip(starts, counts):
+    for start, count in zip(starts, counts, strict=True):
         if count and start != position:
             return False
         position += count
@@ -333,7 +337,7 @@ def _contiguous(starts: list[int], counts: list[int]) -> bool:
 def _update_cache(store, table, names, keys, counts, combined, entries, wanted_names) -> None:
     """Save the wanted runs' rows, and the cached rows of other runs under the root that still exist."""
     new_entries, position = {}, 0
-    for name, key, count in zip(names, keys, counts):
+    for name, key, count in zip(names, keys, counts, strict=True):
         new_entries[name] = [key[0], key[1], position, count]
         position += count
     kept_starts, kept_counts = [], []

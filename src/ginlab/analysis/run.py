@@ -224,7 +224,7 @@ def history_frame(table: pa.Table) -> pd.DataFrame:
     names = [name for name in HISTORY_INDEX if name in table.column_names]
     names += [name for name in table.column_names if name not in HISTORY_INDEX]
     frame = table.select(names).to_pandas() if names else pd.DataFrame()
-    for name, dtype in zip(HISTORY_INDEX, ("int64", "int64", "float64")):
+    for name, dtype in zip(HISTORY_INDEX, ("int64", "int64", "float64"), strict=True):
         if name not in frame.columns:
             frame.insert(
                 HISTORY_INDEX.index(name), name, pd.Series([], dtype=dtype) if frame.empty else pd.NA

@@ -1,9 +1,10 @@
 """Checkpointer: rolling, atomic checkpoints that let a run continue exactly where it stopped.
 
 When: every `every_n_steps` optimizer steps and/or every `every_n_seconds` (mid-epoch), at every epoch end,
-and when a stop signal (SIGTERM, SIGUSR1) arrived, after the current step. Where: checkpoints/step-NNNNNNNN.ckpt,
-the newest `keep` of them kept; last.ckpt and best.ckpt are hard links to one of them (files are never
-changed in place, only replaced by rename, so a link always points at a complete file).
+and when a stop signal (SIGTERM, SIGUSR1) arrived, after the current step. Where:
+checkpoints/step-NNNNNNNN.ckpt, the newest `keep` of them kept; last.ckpt and best.ckpt are hard links to one
+of them (files are never changed in place, only replaced by rename, so a link always points at a
+complete file).
 
 Besides Lightning's state, the checkpoint's "ginlab" entry holds what Lightning does not save:
 - the random state of python, numpy and torch, restored just before the next training step consumes it
@@ -51,8 +52,12 @@ def get_rng_state() -> dict:
     version, py_state, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "gauss": float(gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
     }
     if torch.cuda.is_available():
@@ -63,7 +68,9 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -94,8 +101,16 @@ class Checkpointer(pl.callbacks.Checkpoint):
     keep: how many rolling checkpoints to keep (at least 2).
     """
 
-    def __init__(self, folder, history, monitor: str = "val_acc", mode: str = "max",
-                 every_n_steps: int | None = None, every_n_seconds: float | None = 300, keep: int = 2):
+    def __init__(
+        self,
+        folder,
+        history,
+        monitor: str = "val_acc",
+        mode: str = "max",
+        every_n_steps: int | None = None,
+        every_n_seconds: float | None = 300,
+        keep: int = 2,
+    ):
         if mode not in ("min", "max"):
             raise ValueError(f"monitor mode {mode!r} is not known; expected 'min' or 'max'.")
         self.folder, self.history = Path(folder), history
@@ -118,8 +133,8 @@ class Checkpointer(pl.callbacks.Checkpoint):
         trainer._signal_connector.register_signal_handlers = lambda: None
 
     def on_train_start(self, trainer, pl_module):
-        # Lightning registers its own SIGTERM handler when fit starts; it would raise SystemExit(0) at the next
-        # loop boundary, possibly before a checkpoint of the last step exists. Ours must be the only one.
+        # Lightning registers its own SIGTERM handler when fit starts; it would raise SystemExit(0) at the
+        # next loop boundary, possibly before a checkpoint of the last step exists. Ours must be the only one.
         self.install_signal_handlers()
         self._distributed = trainer.world_size > 1
 
@@ -187,13 +202,11 @@ class Checkpointer(pl.callbacks.Checkpoint):
         return path
 
     def _prune(self) -> None:
-        for old in step_checkpoints(self.folder)[self.keep:]:
+        for old in step_checkpoints(self.folder)[self.keep :]:
             old.unlink(missing_ok=True)  # best.ckpt and last.ckpt are links of their own: they stay intact
 
     def _due(self) -> bool:
-        if self.every_n_seconds is not None and time.monotonic() - self._last_save >= self.every_n_seconds:
-            return True
-        return False
+        return self.every_n_seconds is not None and time.monotonic() - self._last_save >= self.every_n_seconds
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._rng_to_restore is not None:
@@ -206,8 +219,9 @@ class Checkpointer(pl.callbacks.Checkpoint):
             loader.consumed = batch_idx + 1
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         # Not at the last batch: the epoch-end checkpoint follows right after validation.
-        due = not last_batch and (bool(self.every_n_steps and trainer.global_step % self.every_n_steps == 0)
-                                  or self._due())
+        due = not last_batch and (
+            bool(self.every_n_steps and trainer.global_step % self.every_n_steps == 0) or self._due()
+        )
         if self._distributed:  # the clocks and the signals differ between processes; saving needs them all
             self.stop_signal, due = distributed.agree(self.stop_signal, due)
         if self.stop_signal is not None:
@@ -224,22 +238,36 @@ class Checkpointer(pl.callbacks.Checkpoint):
         improved = False
         if value is not None:
             value = float(value)
-            if self.best is None or (value > self.best["value"] if self.mode == "max" else value < self.best["value"]):
+            if self.best is None or (
+                value > self.best["value"] if self.mode == "max" else value < self.best["value"]
+            ):
                 previous = self.best
                 self.best = {"value": value, "epoch": trainer.current_epoch, "step": trainer.global_step}
                 improved = True
         path = self.save(trainer, best=improved)
-        metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items())
-                            if k.startswith(("train_", "val_")) and v.numel() == 1)
+        metrics = "  ".join(
+            f"{k} {float(v):.4f}"
+            for k, v in sorted(trainer.callback_metrics.items())
+            if k.startswith(("train_", "val_")) and v.numel() == 1
+        )
         if value is None:
             verdict = f"{self.monitor} not logged: no best checkpoint"
         elif improved:
-            verdict = f"best {self.monitor} improved" + (
-                f" from {previous['value']:.4f}" if previous else "") + " -> checkpoints/best.ckpt"
+            verdict = (
+                f"best {self.monitor} improved"
+                + (f" from {previous['value']:.4f}" if previous else "")
+                + " -> checkpoints/best.ckpt"
+            )
         else:
             verdict = f"best {self.monitor} still {self.best['value']:.4f} (epoch {self.best['epoch']})"
-        log.info("epoch %d/%d | %s | %s | saved %s", trainer.current_epoch + 1, trainer.max_epochs, metrics, verdict,
-                 path.relative_to(self.folder.parent))
+        log.info(
+            "epoch %d/%d | %s | %s | saved %s",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            metrics,
+            verdict,
+            path.relative_to(self.folder.parent),
+        )
         if self.stop_requested():
             raise Interrupted(self.stop_signal)
 
@@ -247,17 +275,17 @@ class Checkpointer(pl.callbacks.Checkpoint):
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         state = checkpoint.get("ginlab")
         if state is None or trainer.state.fn != TrainerFn.FITTING:
-            # The final test loads best.ckpt through this hook too: it must not set the run's clock, best score
-            # and row counts back to that epoch's.
+            # The final test loads best.ckpt through this hook too: it must not set the run's clock, best
+            # score and row counts back to that epoch's.
             return
         saved_world = state.get("world_size", 1)
         if saved_world != trainer.world_size:
             raise RuntimeError(
                 f"The checkpoint was written by a run of {saved_world} process(es), and this one has "
                 f"{trainer.world_size}: each process continues its own share of the data and its own random "
-                f"state, so the run continues only with the same number. Reload on a machine that has them, with "
-                f"-b training_loop.devices={saved_world} if the saved configuration says otherwise (then also "
-                f"-b training_loop.reload_allow_changes=True)."
+                f"state, so the run continues only with the same number. Reload on a machine that has them, "
+                f"with -b training_loop.devices={saved_world} if the saved configuration says otherwise "
+                f"(then also -b training_loop.reload_allow_changes=True)."
             )
         per_rank = state.get("rng_per_rank")
         self._rng_to_restore = per_rank[trainer.global_rank] if per_rank else state["rng"]

@@ -2,7 +2,8 @@
 
 Rows are appended as whole lines; the checkpoint records how many rows existed when it was taken, and a
 reload cuts the files back to that many, so after any sequence of kills there is exactly one row per epoch.
-Under DDP every process runs it (the step loss is averaged over them) and the run folder writes only in rank 0.
+Under DDP every process runs it (the step loss is averaged over them) and the run folder writes only
+in rank 0.
 """
 
 import time
@@ -42,17 +43,30 @@ class HistoryWriter(pl.callbacks.Checkpoint):
             loss = outputs["loss"].item() if isinstance(outputs, dict) else float(outputs)
             if trainer.world_size > 1:  # DDP: the loss of the step's whole batch, over every process's share
                 loss = distributed.mean_over_processes(loss)
-            row = {"step": step, "epoch": trainer.current_epoch, "time": round(self.elapsed(), 3),
-                   "train_loss": loss, "lr": self._lr(trainer)}
+            row = {
+                "step": step,
+                "epoch": trainer.current_epoch,
+                "time": round(self.elapsed(), 3),
+                "train_loss": loss,
+                "lr": self._lr(trainer),
+            }
             self.run.append_step(row)
             self.step_rows += 1
             for logger in trainer.loggers:
                 logger.log_metrics({"train_loss_step": loss}, step=step)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith(("train_", "val_")) and v.numel() == 1}
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "time": round(self.elapsed(), 3),
-               **dict(sorted(metrics.items())), "lr": self._lr(trainer)}
+        metrics = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(("train_", "val_")) and v.numel() == 1
+        }
+        row = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "time": round(self.elapsed(), 3),
+            **dict(sorted(metrics.items())),
+            "lr": self._lr(trainer),
+        }
         self.run.append_history(row)
         self.history_rows += 1

@@ -1,4 +1,5 @@
-"""Lightning calls every callback's per-batch hooks on every batch, and skips a hook only when it is not callable.
+"""Lightning calls every callback's per-batch hooks on every batch, and skips a hook only
+when it is not callable.
 
 Each call costs about 1 us (hook lookup, profiler context, the call), so the ~20 per training step that
 ginlab's four callbacks do not use add up to 1% of a small model's step (benchmarks/train_overhead.py).
@@ -9,9 +10,18 @@ Lightning reads as "nothing to call"; `is_overridden` treats None as not overrid
 import pytorch_lightning as pl
 
 BATCH_HOOKS = (
-    "on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
-    "on_before_optimizer_step", "on_before_zero_grad", "on_validation_batch_start", "on_validation_batch_end",
-    "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
 )
 
 

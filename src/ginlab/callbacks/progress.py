@@ -35,11 +35,19 @@ class ProgressPrinter(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         params = sum(p.numel() for p in pl_module.parameters())
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        log.info("model: %s, %s parameters (%s trainable)", type(getattr(pl_module, "net", pl_module)).__name__,
-                 f"{params:,}", f"{trainable:,}")
+        log.info(
+            "model: %s, %s parameters (%s trainable)",
+            type(getattr(pl_module, "net", pl_module)).__name__,
+            f"{params:,}",
+            f"{trainable:,}",
+        )
         log.info("run folder: %s", self.run_path)
-        log.info("training: %d steps over %d epochs, from step %d", trainer.estimated_stepping_batches,
-                 trainer.max_epochs, trainer.global_step)
+        log.info(
+            "training: %d steps over %d epochs, from step %d",
+            trainer.estimated_stepping_batches,
+            trainer.max_epochs,
+            trainer.global_step,
+        )
         self._started = time.monotonic()
         self._first_step = trainer.global_step
         self._reset_window()
@@ -54,7 +62,8 @@ class ProgressPrinter(pl.Callback):
         self._t_end = time.monotonic()
         self._update_time += self._t_end - self._t_start
         self._steps += 1
-        try:
+        # (try/except rather than contextlib.suppress: this runs on every batch)
+        try:  # noqa: SIM105
             self._examples += len(batch[0])
         except TypeError:
             pass
@@ -77,7 +86,13 @@ class ProgressPrinter(pl.Callback):
         loss = (self._loss_sum / self._steps).item() if self._loss_sum is not None else float("nan")
         log.info(
             "step %d/%d | %.0f ex/s | loss %.4f | elapsed %s | left %s | data %.2f ms | update %.2f ms",
-            step, total, self._examples / window, loss, duration(now - self._started), duration(left),
-            1000 * self._data_time / self._steps, 1000 * self._update_time / self._steps,
+            step,
+            total,
+            self._examples / window,
+            loss,
+            duration(now - self._started),
+            duration(left),
+            1000 * self._data_time / self._steps,
+            1000 * self._update_time / self._steps,
         )
         self._reset_window()

@@ -24,8 +24,15 @@ class InMemoryDataModule(pl.LightningDataModule):
     num_classes: int = 10
     name = "in-memory"
 
-    def __init__(self, batch_size: int = 64, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 split_seed: int = 0, num_workers: int = 0, augment: str | None = None):
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        augment: str | None = None,
+    ):
         super().__init__()
         if augment not in (None, "shift"):
             raise ValueError(f"augment={augment!r} is not known; expected None or 'shift'.")
@@ -42,7 +49,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def load_test(self):
         """(x, y) of an official test split, or None to hold out `test_fraction` of `load()`."""
-        return None
+        return
 
     def check(self) -> None:
         """Raise a clear error when the data is missing (called before a run folder is created)."""
@@ -56,7 +63,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
         n_val = round(self.val_fraction * len(x))
         n_test = 0 if test is not None else round(self.test_fraction * len(x))
-        val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+        val_idx, test_idx, train_idx = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
         self.splits = {
             "train": (x[train_idx], y[train_idx]),
             "val": (x[val_idx], y[val_idx]),
@@ -75,8 +82,13 @@ class InMemoryDataModule(pl.LightningDataModule):
     def train_dataloader(self):
         x, y = self.split("train")
         augment = random_shift(1) if self.augment == "shift" else None
-        self.train_loader = BatchLoader(TensorBatches(x, y, augment, self.seed), self.batch_size, shuffle=True,
-                                        seed=self.seed, num_workers=self.num_workers)
+        self.train_loader = BatchLoader(
+            TensorBatches(x, y, augment, self.seed),
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            num_workers=self.num_workers,
+        )
         if self.resume_state is not None:
             self.train_loader.load_state_dict(self.resume_state)
             self.resume_state = None
@@ -85,7 +97,9 @@ class InMemoryDataModule(pl.LightningDataModule):
     def _eval_loader(self, name: str):
         x, y = self.split(name)
         # Under DDP each process evaluates its share of the batches, all of them used once (not evened out).
-        return BatchLoader(TensorBatches(x, y), self.batch_size, shuffle=False, num_workers=0, even_shards=False)
+        return BatchLoader(
+            TensorBatches(x, y), self.batch_size, shuffle=False, num_workers=0, even_shards=False
+        )
 
     def val_dataloader(self):
         return self._eval_loader("val")

@@ -46,16 +46,32 @@ class TensorBatches(Dataset):
 class EpochBatchSampler(Sampler):
     """Yields (epoch, batch_position, index tensor) for one epoch per iter(); resumable mid-epoch."""
 
-    """Args (besides the obvious): rank, world_size: the share of a DDP process (None: from torch.distributed).
+    """Args (besides the obvious): rank, world_size: the share of a DDP process (None: from
+        torch.distributed).
     even_shards: every process gets the same number of batches, the last batches of the epoch being dropped
         (training: DDP processes must make the same number of steps, or they wait for each other forever);
         False: every batch is used exactly once, and the processes differ by one batch at most (evaluation,
         whose sums are added up across processes).
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
-                 rank: int | None = None, world_size: int | None = None, even_shards: bool = True):
-        self.size, self.batch_size, self.shuffle, self.seed, self.drop_last = size, batch_size, shuffle, seed, drop_last
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        even_shards: bool = True,
+    ):
+        self.size, self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            size,
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+        )
         self.even_shards = even_shards
         self.rank, self.world_size = rank, world_size  # None: from torch.distributed when it is initialized
         self.epoch = 0  # the epoch the next iter() produces
@@ -84,9 +100,9 @@ class EpochBatchSampler(Sampler):
         if batches < world:
             # A process without a batch would skip evaluation and leave the others waiting for its sums.
             raise ValueError(
-                f"The evaluation data has {self.size} examples, {batches} batch(es) of {self.batch_size}, for "
-                f"{world} processes: each process needs at least one batch. Use a smaller batch size or fewer "
-                f"devices."
+                f"The evaluation data has {self.size} examples, {batches} batch(es) of {self.batch_size}, "
+                f"for {world} processes: each process needs at least one batch. Use a smaller batch size "
+                f"or fewer devices."
             )
         return len(range(rank, batches, world))
 
@@ -106,10 +122,19 @@ class EpochBatchSampler(Sampler):
 class BatchLoader(DataLoader):
     """A DataLoader over whole batches (no per-sample collation) with a resumable position."""
 
-    def __init__(self, dataset: TensorBatches, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                 drop_last: bool = False, even_shards: bool = True):
-        self.batch_sampler_ = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last,
-                                                even_shards=even_shards)
+    def __init__(
+        self,
+        dataset: TensorBatches,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        even_shards: bool = True,
+    ):
+        self.batch_sampler_ = EpochBatchSampler(
+            len(dataset), batch_size, shuffle, seed, drop_last, even_shards=even_shards
+        )
         super().__init__(
             dataset,
             sampler=self.batch_sampler_,
@@ -131,8 +156,9 @@ class BatchLoader(DataLoader):
         # the workers of an epoch the same seeds as the uninterrupted run did.
         self.generator.manual_seed(_mix(self.seed, self.current_epoch, 0x5EED))
         if self.num_workers == 0:
-            # In this process a batch is collate_fn(dataset[key]), as DataLoader makes it (default_convert: the
-            # (x, y) tuple becomes a list), without its fetcher and pinning checks: about 15 us a batch less.
+            # In this process a batch is collate_fn(dataset[key]), as DataLoader makes it (default_convert:
+            # the (x, y) tuple becomes a list), without its fetcher and pinning checks: about 15 us a
+            # batch less.
             return (self.collate_fn(self.dataset[key]) for key in self.sampler)
         return super().__iter__()
 

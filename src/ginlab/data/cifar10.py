@@ -39,7 +39,8 @@ class CIFAR10(InMemoryDataModule):
             raise MissingDataError(
                 f"CIFAR-10 data not found in {self.data_dir} (missing: {', '.join(missing)}).\n"
                 f"Expected layout: {self.data_dir}/data_batch_1.bin ... data_batch_5.bin and test_batch.bin, "
-                f"the binary version of CIFAR-10 ({RECORD} bytes per image: label, then 32x32 R, G, B planes).\n"
+                f"the binary version of CIFAR-10 ({RECORD} bytes per image: "
+                f"label, then 32x32 R, G, B planes).\n"
                 f"Unpack cifar-10-binary.tar.gz into $DATA_DIR (now {os.environ.get('DATA_DIR', 'unset')}) "
                 f"or set cifar10.data_dir."
             )

@@ -10,8 +10,15 @@ from ginlab.registry import register_datamodule
 class Toy(InMemoryDataModule):
     """Args (besides InMemoryDataModule's): num_samples, image_size, num_classes, noise, data_seed."""
 
-    def __init__(self, num_samples: int = 512, image_size: int = 8, num_classes: int = 4, noise: float = 0.5,
-                 data_seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        num_samples: int = 512,
+        image_size: int = 8,
+        num_classes: int = 4,
+        noise: float = 0.5,
+        data_seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_samples, self.image_size, self.num_classes = num_samples, image_size, num_classes
         self.noise, self.data_seed = noise, data_seed

@@ -7,11 +7,12 @@
     python experiments/tune_lr/main.py report             # tables, figures and summary.md in report/
 
 Exit codes: 0 success (every run finished, for `run`); 1 some runs failed, were refused or are not finished;
-2 the experiment cannot be prepared or run as asked (bad grid, not prepared, SLURM unavailable); 130 stopped by
-Ctrl-C or SIGTERM (running runs wrote checkpoints; `run` again continues).
+2 the experiment cannot be prepared or run as asked (bad grid, not prepared, SLURM unavailable); 130 stopped
+by Ctrl-C or SIGTERM (running runs wrote checkpoints; `run` again continues).
 """
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -108,14 +109,12 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
 
 def program() -> str:
     script = Path(sys.argv[0])
-    try:
+    with contextlib.suppress(ValueError):
         script = script.resolve().relative_to(Path.cwd())
-    except ValueError:
-        pass
     return f"python {script}" if script.suffix == ".py" else str(script)
 
 
-# --- prepare ---------------------------------------------------------------------------------------------------
+# --- prepare ------------------------------------------------------------------------------------------------
 
 
 def prepare_command(experiment: Experiment, args) -> int:
@@ -131,7 +130,7 @@ def prepare_command(experiment: Experiment, args) -> int:
     for state in states:
         counts[state.action] = counts.get(state.action, 0) + 1
     console.print("  " + ", ".join(f"{n} {WORDS[action]}" for action, n in counts.items()))
-    for run, state in zip(runs, states):
+    for run, state in zip(runs, states, strict=True):
         if state.action == "conflict":
             console.print(f"  [red]refused[/] {run.name}: " + "; ".join(state.differences))
     console.print(f"Next: {program()} run")
@@ -147,7 +146,7 @@ WORDS = {
 }
 
 
-# --- run -------------------------------------------------------------------------------------------------------
+# --- run ----------------------------------------------------------------------------------------------------
 
 
 def run_command(experiment: Experiment, args) -> int:
@@ -250,7 +249,7 @@ def summarize(experiment: Experiment, outcomes, stopped: bool) -> int:
     return 0
 
 
-# --- status ----------------------------------------------------------------------------------------------------
+# --- status -------------------------------------------------------------------------------------------------
 
 
 def status_command(experiment: Experiment, args) -> int:
@@ -320,7 +319,7 @@ def details(experiment: Experiment, run, state) -> str:
     return ""
 
 
-# --- report ----------------------------------------------------------------------------------------------------
+# --- report -------------------------------------------------------------------------------------------------
 
 
 def report_command(experiment: Experiment, args) -> int:

@@ -42,7 +42,7 @@ def _configurations(finished: pd.DataFrame, groups: list[str], short: dict):
     out = []
     for values, part in finished.groupby(keys, sort=True, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
-        out.append((dict(zip(groups, values)), list(part["path"])))
+        out.append((dict(zip(groups, values, strict=True)), list(part["path"])))
     return out
 
 
@@ -65,8 +65,8 @@ def save_learning_curves(
     )
     histories = histories.assign(run=histories["run"].astype(str))
     figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
-    for axis, metric in zip(axes[0], metrics):
-        for colour, (values, paths) in zip(colours, configurations):
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        for colour, (values, paths) in zip(colours, configurations, strict=True):
             rows = histories[histories["run"].isin(paths)]
             stats = rows.groupby("epoch")[metric].agg(["mean", "std", "count"])
             epochs = stats.index + 1
@@ -102,7 +102,7 @@ def save_final_against_x(
     figure, axis = plt.subplots(figsize=(6.4, 4.6))
     lines = _configurations(frame, others, short)
     colours = plt.get_cmap("tab10")(range(len(lines)))
-    for colour, (values, paths) in zip(colours, lines):
+    for colour, (values, paths) in zip(colours, lines, strict=True):
         part = frame[frame["path"].isin(paths)]
         axis.scatter(part[short[x]], part[column], color=colour, alpha=0.45, s=18)
         stats = part.groupby(short[x])[column].agg(["mean", "std", "count"]).sort_index()

@@ -24,7 +24,9 @@ def expand_grid(grid) -> list[dict]:
             if len(list(values)) == 0:
                 raise ValueError(f"Grid parameter {name!r} has no values.")
         names = list(grid)
-        points = [dict(zip(names, combination)) for combination in itertools.product(*grid.values())]
+        points = [
+            dict(zip(names, combination, strict=True)) for combination in itertools.product(*grid.values())
+        ]
     else:
         points = [dict(point) for point in grid]
         if not points:

@@ -2,13 +2,14 @@
 
 Each run is a `bin/train.py` child process in its own session (a Ctrl-C in the terminal reaches only the
 runner, which then asks every child to stop with SIGTERM: they finish their step, write a checkpoint and exit
-3, "interrupted"). If the runner itself dies, the kernel sends its children SIGTERM (PR_SET_PDEATHSIG), so they
-stop the same way. Running again reloads what was interrupted and skips what finished.
+3, "interrupted"). If the runner itself dies, the kernel sends its children SIGTERM (PR_SET_PDEATHSIG), so
+they stop the same way. Running again reloads what was interrupted and skips what finished.
 
 Every child gets OMP_NUM_THREADS = cores // slots so that parallel runs do not fight over the cores.
 """
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -219,10 +220,8 @@ class LocalRunner:
         signal_to_send = signal.SIGTERM if self._stop_requests == 1 else signal.SIGKILL
         for job in active.values():
             if job.signalled != signal_to_send:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     job.process.send_signal(signal_to_send)
-                except ProcessLookupError:
-                    pass
                 job.signalled = signal_to_send
 
     def _update(self, outcomes, active, busy, queue, durations) -> None:
@@ -250,10 +249,8 @@ class LocalRunner:
 
         previous = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
                 previous[signum] = signal.signal(signum, request_stop)
-            except ValueError:  # not the main thread: the caller handles signals
-                pass
         return previous
 
     @staticmethod

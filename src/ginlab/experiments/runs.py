@@ -1,7 +1,7 @@
 """Prepared runs and the state of their run folders: what `run` must do with each one.
 
-A run folder (docs/run-folder.md) says what happened to a run: its meta.json status, and in configs/ the config
-files and bindings it was started with. `inspect_run` compares those with the prepared run and decides:
+A run folder (docs/run-folder.md) says what happened to a run: its meta.json status, and in configs/ the
+config files and bindings it was started with. `inspect_run` compares those with the prepared run and decides:
 
     missing folder, or a folder without meta.json  -> start it
     finished with the prepared config              -> skip it
@@ -95,9 +95,13 @@ def effective_status(meta: dict, now: datetime | None = None) -> str:
     """What readers see (analysis: "stale" once the heartbeat is old), and "stale" at once when the run's
     process was on this host and is gone: the runner need not wait for the heartbeat to age."""
     status = reader_status(meta, now)
-    if status == "running" and meta.get("host") == socket.gethostname() and meta.get("pid"):
-        if not process_alive(int(meta["pid"])):
-            return "stale"
+    if (
+        status == "running"
+        and meta.get("host") == socket.gethostname()
+        and meta.get("pid")
+        and not process_alive(int(meta["pid"]))
+    ):
+        return "stale"
     return status
 
 

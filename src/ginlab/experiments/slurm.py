@@ -154,7 +154,8 @@ class SlurmBackend:
         options: what each job asks for.
         retries: how often a failed run is submitted again (reloading) before it is reported as failed.
         poll_seconds: how often squeue is asked while tracking.
-        python: the interpreter the jobs run bin/train.py with (default: this one; it must exist on the nodes).
+        python: the interpreter the jobs run bin/train.py with (default: this one; it must exist
+            on the nodes).
     """
 
     def __init__(
@@ -217,7 +218,7 @@ class SlurmBackend:
             ) from None
         names = {}
         for entry in entries:
-            for index, name in zip(entry["indices"], entry["names"]):
+            for index, name in zip(entry["indices"], entry["names"], strict=False):
                 names[str(entry["array_id"]), index] = name
         return names
 
@@ -246,9 +247,15 @@ class SlurmBackend:
             f"# {self.name}: {len(runs)} run(s) of bin/train.py as a SLURM job array, written on {stamp}.",
             "# The array index is the run's index in experiment.json; submit again by hand with",
             "#   sbatch --array=I,J <this file>",
-            "# Time limit: SLURM sends SIGUSR1 to this script --signal seconds before it; the script passes it to",
+            (
+                "# Time limit: SLURM sends SIGUSR1 to this script --signal seconds before it; "
+                "the script passes it to"
+            ),
             "# bin/train.py (checkpoint, exit 3) and requeues the job, which then reloads the run. A SIGTERM",
-            "# (scancel, preemption) is passed on too; then only SLURM itself requeues (preemption), not the script.",
+            (
+                "# (scancel, preemption) is passed on too; "
+                "then only SLURM itself requeues (preemption), not the script."
+            ),
             f"#SBATCH --job-name={self.name}",
             f"#SBATCH --output={self.folder / 'output'}/%A_%a.out",
             "#SBATCH --open-mode=append",
@@ -276,7 +283,10 @@ class SlurmBackend:
             '    if grep -q \'"status": *"finished"\' "$save_dir/meta.json"; then',
             '        echo "finished already: nothing to do"; exit 0',
             "    fi",
-            f"    command+=(-b {RELOAD})  # interrupted, failed or killed: continue from the newest checkpoint",
+            (
+                f"    command+=(-b {RELOAD})  # interrupted, failed or killed: "
+                "continue from the newest checkpoint"
+            ),
             "fi",
             'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}" MKL_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
             "export PYTHONUNBUFFERED=1",
@@ -291,7 +301,10 @@ class SlurmBackend:
             'while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
             'wait "$child"; code=$?',
             'echo "==== $(date -Is) bin/train.py exited with $code${signalled:+ after SIG$signalled}"',
-            "# 3: checkpoint written; 138 (128 + SIGUSR1): the signal came before bin/train.py could handle it.",
+            (
+                "# 3: checkpoint written; 138 (128 + SIGUSR1): "
+                "the signal came before bin/train.py could handle it."
+            ),
             'if [ "$signalled" = USR1 ] && { [ "$code" = 3 ] || [ "$code" = 138 ]; }; then',
             '    echo "==== time limit near: requeueing job $SLURM_JOB_ID"',
             '    scontrol requeue "$SLURM_JOB_ID"',
@@ -394,7 +407,8 @@ class SlurmBackend:
                 if unreachable_since is None:
                     unreachable_since = now
                     self.progress.event(
-                        f"the SLURM queue does not answer; trying again for 5 minutes ({str(error).splitlines()[0]})"
+                        f"the SLURM queue does not answer; trying again for 5 minutes "
+                        f"({str(error).splitlines()[0]})"
                     )
                 if now - unreachable_since > UNREACHABLE_SECONDS:
                     raise
@@ -438,7 +452,8 @@ class SlurmBackend:
                         f"{run.name}: job {label} was cancelled, leaving {saved}; output: {out}"
                     )
                 elif attempts[name] <= self.retries:
-                    # Failed, killed, timed out without requeueing, or not startable (NODE_FAIL ...): reload it.
+                    # Failed, killed, timed out without requeueing, or not startable (NODE_FAIL ...):
+                    # reload it.
                     self.progress.event(
                         f"{run.name}: {ended(label, status, meta, job_state)}; submitting it "
                         f"again (output: {out})"

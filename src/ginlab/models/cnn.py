@@ -13,7 +13,9 @@ class CNN(nn.Module):
     long as the image stays at least 2x2; so the same model fits 8x8 digits and 28x28 MNIST.
     """
 
-    def __init__(self, input_shape, num_classes: int, channels: tuple[int, ...] = (32, 64), dropout: float = 0.2):
+    def __init__(
+        self, input_shape, num_classes: int, channels: tuple[int, ...] = (32, 64), dropout: float = 0.2
+    ):
         super().__init__()
         in_channels, size = input_shape[0], min(input_shape[1:])
         layers = []
@@ -24,8 +26,9 @@ class CNN(nn.Module):
             layers += [nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
             in_channels = c
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(in_channels, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels, num_classes)
+        )
 
     def forward(self, x):  # (B, C, H, W) -> (B, num_classes)
         return self.head(self.features(x))

@@ -11,7 +11,9 @@ from ginlab.registry import register_model
 class MLP(nn.Module):
     """Args: input_shape and num_classes (given by the data), hidden sizes, dropout."""
 
-    def __init__(self, input_shape, num_classes: int, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.1):
+    def __init__(
+        self, input_shape, num_classes: int, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.1
+    ):
         super().__init__()
         layers, width = [nn.Flatten()], math.prod(input_shape)
         for h in hidden:
