@@ -155,7 +155,7 @@ def generate_runs(folder: Path, num_runs: int, epochs: int) -> None:
 def run_config(rng: random.Random, index: int, epochs: int) -> dict:
     return {
         "training_loop.n_epochs": epochs, "training_loop.seed": index, "training_loop.batch_size": 64,
-        "training_loop.log_every_n_steps": 50, "Adam.lr": rng.choice([1e-4, 3e-4, 1e-3, 3e-3]),
+        "history.every_n_steps": 50, "Adam.lr": rng.choice([1e-4, 3e-4, 1e-3, 3e-3]),
         "Adam.weight_decay": rng.choice([0.0, 1e-4]), "CNN.width": rng.choice([32, 64, 128]),
         "CNN.depth": rng.choice([2, 3, 4]), "CNN.dropout": 0.1, "data.name": "digits",
         "data.validation_fraction": 0.1, "training_loop.optimizer": "@Adam",

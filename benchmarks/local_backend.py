@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from rich.console import Console  # noqa: E402
 
 from ginlab.experiments import Experiment, prepare  # noqa: E402
-from ginlab.experiments.local import LocalRunner, available_cores  # noqa: E402
+from ginlab.experiments.backends.local import LocalRunner, available_cores  # noqa: E402
 from ginlab.experiments.progress import Progress  # noqa: E402
 
 

@@ -239,7 +239,7 @@ def plain_lightning(work, epochs: int, interleave: bool = False):
 
 def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: bool = False):
     from ginlab.config import parse
-    from ginlab.loop import training_loop
+    from ginlab.training.loop import training_loop
 
     STEP_STARTS.clear()
     INTERLEAVED.update(work=work, hand=[])
@@ -288,7 +288,7 @@ def main():
     import logging
     import warnings
 
-    from ginlab.train import quiet_lightning, setup_logging
+    from ginlab.training.logs import quiet_lightning, setup_logging
 
     setup_logging()
     quiet_lightning()

@@ -33,19 +33,15 @@ parser.add_argument(
 args = parser.parse_args()
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from ginlab.config import ConfigError  # noqa: E402
-from ginlab.evaluate import evaluate  # noqa: E402
+from ginlab.errors import GinlabError  # noqa: E402
+from ginlab.training.evaluate import evaluate, report_line  # noqa: E402
 
 try:
     result = evaluate(args.save_dir, args.checkpoint, args.split, args.bindings)
-except ConfigError as e:
+except GinlabError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-metrics = "  ".join(f"{k} {v:.6f}" for k, v in result["metrics"].items())
-print(
-    f"{args.save_dir}: {result['checkpoint']} (epoch {result['epoch']}, step {result['step']}) on "
-    f"{result['split']} ({result['examples']} examples): {metrics}"
-)
+print(report_line(args.save_dir, result))
 print(
     f"written: {args.save_dir}/evaluations/{result['checkpoint']}-{result['split']}.json and .predictions.csv"
 )

@@ -35,10 +35,7 @@ parser.add_argument(
     help='gin bindings separated by "#" or newlines; may repeat; later ones win',
 )
 args = parser.parse_args()
-if not args.configs and "reload" not in " ".join(args.bindings):
-    parser.error("give at least one CONFIG file (only a reload, -b training_loop.reload=True, may omit it)")
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from ginlab.train import main  # noqa: E402
+from ginlab.training.main import main  # noqa: E402
 
 sys.exit(main(args.save_dir, args.configs, args.bindings, sys.argv))

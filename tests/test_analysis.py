@@ -282,13 +282,13 @@ def test_not_a_run_folder_says_what_is_missing(tmp_path):
 
 
 def test_format_versions_newer_or_missing_are_refused_naming_the_versions(tmp_path):
-    newer = write_run(tmp_path / "newer", format_version=2)
+    newer = write_run(tmp_path / "newer", format_version=3)
     with pytest.raises(
-        RunFolderError, match=r"format_version 2 is newer than this ginlab reads \(1\); upgrade"
+        RunFolderError, match=r"format_version 3 is newer than this ginlab reads \(1, 2\); upgrade"
     ):
         load_H(newer)
     older = write_run(tmp_path / "older", format_version=None)
-    with pytest.raises(RunFolderError, match="meta.json has no format_version.*reads format_version 1"):
+    with pytest.raises(RunFolderError, match="meta.json has no format_version.*reads format_version 1, 2"):
         load_C(older)
 
 
@@ -346,7 +346,7 @@ def test_load_runs_gives_one_row_per_run_with_status_config_and_metrics(sweep):
 def test_load_runs_reports_unreadable_runs_in_one_warning_and_loads_the_rest(sweep):
     (sweep / "no-meta").mkdir()
     (sweep / "no-meta" / "history.jsonl").write_text(json.dumps(history_record(0)) + "\n")
-    write_run(sweep / "newer", format_version=2)
+    write_run(sweep / "newer", format_version=3)
     write_run(sweep / "broken-meta")
     (sweep / "broken-meta" / "meta.json").write_text('{"format_version": 1, "sta')
     (sweep / "notes").mkdir()  # a plain folder is neither a run nor a problem
@@ -356,7 +356,7 @@ def test_load_runs_reports_unreadable_runs_in_one_warning_and_loads_the_rest(swe
     message = str(caught[0].message)
     assert message.startswith("3 run folder(s) could not be read and were left out:")
     assert f"{sweep / 'no-meta'}: meta.json is missing (it has history.jsonl)" in message
-    assert "format_version 2 is newer than this ginlab reads (1)" in message
+    assert "format_version 3 is newer than this ginlab reads (1, 2)" in message
     assert f"{sweep / 'broken-meta' / 'meta.json'} is not valid JSON" in message
     assert len(runs) == 5 and set(runs.attrs["unreadable"]) == {
         str(sweep / "no-meta"), str(sweep / "newer"), str(sweep / "broken-meta"),
@@ -549,7 +549,7 @@ EXAMPLE_RUN = Path(__file__).parents[1] / "results" / "example_run"
 
 @pytest.mark.skipif(not (EXAMPLE_RUN / "meta.json").is_file(), reason="results/example_run is not there")
 def test_the_committed_example_run_written_by_the_real_writer_loads():
-    from ginlab.analysis.config_gin import parse_config_gin
+    from ginlab.config.reader import read_gin as parse_config_gin
 
     C = load_C(EXAMPLE_RUN)
     assert parse_config_gin((EXAMPLE_RUN / "config.gin").read_text()) == C  # both files say the same

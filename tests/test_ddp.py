@@ -20,16 +20,16 @@ import torch
 from conftest import HARD_CONFIG, ROOT, env, read_json, read_jsonl, start_train, train
 
 from ginlab.data.batching import EpochBatchSampler
-from ginlab.distributed import is_main_process
+from ginlab.training.distributed import is_main_process
 
 # The resume tests' configuration (everything that makes exact resume hard), shorter, on two processes.
 DDP_CONFIG = (
     HARD_CONFIG
     + """
 training_loop.n_epochs = 3
-training_loop.log_every_n_steps = 2
-training_loop.accelerator = "cpu"
-training_loop.devices = 2
+history.every_n_steps = 2
+trainer.accelerator = "cpu"
+trainer.devices = 2
 """
 )
 # The toy split of 512 examples: 77 validation, 77 test, 358 training examples. One process makes
@@ -72,7 +72,7 @@ def processes_using(folder: Path) -> list[int]:
 def evaluate_in_one_process(run: Path) -> tuple[dict, dict]:
     """bin/evaluate.py's (last checkpoint on val, best checkpoint on test), from one fresh single process."""
     code = (
-        "import sys; from ginlab.evaluate import evaluate; "
+        "import sys; from ginlab.training.evaluate import evaluate; "
         "evaluate(sys.argv[1], 'last', 'val'); evaluate(sys.argv[1], 'best', 'test')"
     )
     proc = subprocess.run(
@@ -243,13 +243,13 @@ def test_a_reload_with_another_number_of_processes_is_refused(tmp_path, referenc
     proc = train(
         run,
         "-b",
-        "training_loop.reload=True#training_loop.devices=1#training_loop.reload_allow_changes=True"
+        "training_loop.reload=True#trainer.devices=1#training_loop.reload_allow_changes=True"
         "#training_loop.n_epochs=4",
         timeout=240,
     )
     assert proc.returncode == 1
     assert "written by a run of 2 process(es), and this one has 1" in proc.stderr
-    assert "training_loop.devices=2" in read_json(run / "meta.json")["error"]["message"]
+    assert "trainer.devices=2" in read_json(run / "meta.json")["error"]["message"]
 
 
 # -- without processes ---------------------------------------------------------------------------------------

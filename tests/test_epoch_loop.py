@@ -1,4 +1,4 @@
-"""LeanEpochLoop (src/ginlab/epoch_loop.py): the shorter per-batch path is taken exactly when nothing would
+"""LeanEpochLoop (src/ginlab/training/lightning_internals.py): the shorter per-batch path is taken exactly when nothing would
 notice, and it trains bitwise the same as Lightning's own path, run folder and checkpoints included."""
 
 import textwrap
@@ -10,11 +10,12 @@ import torch
 from conftest import HARD_CONFIG, read_json, read_jsonl, shared_run, train
 from pytorch_lightning.profilers import SimpleProfiler
 
-from ginlab import epoch_loop
 from ginlab.data.toy import Toy
 from ginlab.models.cnn import CNN
-from ginlab.profiling import NoProfiler
-from ginlab.task import Classifier
+from ginlab.training import lightning_internals
+from ginlab.training.profiling import NoProfiler
+from ginlab.training.task import Classifier
+from ginlab.training.trainer import lean_obstacles
 
 
 class CountBackward(pl.Callback):
@@ -70,7 +71,7 @@ def fit(module=None, callbacks=(), profiler=None, epochs=2):
         profiler=profiler or NoProfiler(),
         use_distributed_sampler=False,
     )
-    loop = epoch_loop.install(trainer)
+    loop = lightning_internals.install_epoch_loop(trainer, lean_obstacles)
     trainer.fit(module, datamodule=dm)
     return trainer, module, loop
 
@@ -117,7 +118,7 @@ def test_anything_that_would_notice_gets_lightnings_path(case):
     trainer, _, loop = fit(**kwargs)
     assert not loop.lean
     assert trainer.global_step == 12
-    reasons = epoch_loop.lean_obstacles(trainer)
+    reasons = loop.reasons()
     expected = {
         "backward hook": "CountBackward.on_after_backward",
         "mocked hook": "on_after_backward",

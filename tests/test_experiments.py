@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from conftest import ROOT, env, read_json, read_jsonl, tree_snapshot
 
+from ginlab.experiments.backends.classify import effective_status, read_meta
 from ginlab.experiments.grid import expand_grid, format_value, point_name, short_names
 from ginlab.experiments.progress import estimate_seconds
-from ginlab.experiments.runs import effective_status, read_meta
 
 # ~1.5 s of training per run (4096 samples, 3 epochs): long enough to be interrupted mid-run.
 BINDINGS = ["training_loop.n_epochs = 3", "toy.num_samples = 4096"]

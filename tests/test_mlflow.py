@@ -71,14 +71,14 @@ def test_mlflow_mirrors_the_run_and_a_reload_continues_it(tmp_path, mlflow_serve
     from mlflow.tracking import MlflowClient
 
     folder = tmp_path / "run"
-    tracking = f'training_loop.mlflow_tracking_uri="{mlflow_server}"#training_loop.mlflow_experiment="tests"'
+    tracking = f'mlflow.tracking_uri="{mlflow_server}"#mlflow.experiment="tests"'
     proc = start_train(
         folder,
         ROOT / "configs" / "toy.gin",
         "-b",
         tracking,
         "-b",
-        "training_loop.n_epochs=100#toy.num_samples=1024#training_loop.log_every_n_steps=2",
+        "training_loop.n_epochs=100#toy.num_samples=1024#history.every_n_steps=2",
     )
     for line in proc.stdout:
         if line.startswith("epoch 2/"):

@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 import pytest
 from conftest import ROOT, train, tree_snapshot
 
-from ginlab import jsonlines
 from ginlab.analysis import RunFolderError as ReadError
 from ginlab.analysis import UnreadableRunsWarning, jsonl, load_C, load_H, load_histories, load_runs
+from ginlab.config.reader import read_gin
+from ginlab.errors import RunFolderError
+from ginlab.experiments.backends.classify import Run, config_differences
+from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions
 from ginlab.experiments.cli import epochs_done
 from ginlab.experiments.experiment import ExperimentError
-from ginlab.experiments.runs import Run, config_differences
-from ginlab.experiments.slurm import SlurmBackend, SlurmOptions
-from ginlab.gin_reader import read_gin
-from ginlab.run_folder import RunFolder, RunFolderError
+from ginlab.runfolder import RunFolder, jsonlines
 
 # -- JSON-lines: a cut or garbled last line is dropped, a damaged line before it is an error ---------------
 
@@ -113,7 +113,7 @@ def write_run(folder, history: str, status: str = "running") -> RunFolder:
     folder.mkdir(parents=True)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     run.meta.write_text(json.dumps({
-        "format_version": 1, "status": status, "started": now, "ended": None, "heartbeat": now,
+        "format_version": 2, "status": status, "started": now, "ended": None, "heartbeat": now,
         "host": "here", "pid": 1, "command": [], "reloads": [], "error": None, "exit_code": None,
     }))  # fmt: skip
     run.config_json.write_text(json.dumps({"training_loop.n_epochs": 5}))
@@ -158,7 +158,7 @@ def test_a_reload_refuses_a_damaged_log_before_changing_anything(tmp_path, damag
     path.write_text(with_line_2_cut())
     before = tree_snapshot(run.path)
     with pytest.raises(RunFolderError) as raised:
-        run.record_reload(["bin/train.py"], None, [])
+        run.record_reload(["bin/train.py"], None, [], from_step=0)
     message = str(raised.value)
     assert message.startswith(f"Cannot reload {run.path}: {path} line 2 is not valid JSON")
     assert message.endswith("Nothing was changed.") and "Restore it from a copy" in message

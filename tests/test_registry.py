@@ -6,10 +6,11 @@ from pathlib import Path
 import gin
 import pytest
 
-from ginlab.config import ConfigError, check_bindings, load_configurables, parse
+import ginlab.training  # noqa: F401  (the shipped models, datasets and callbacks are registered first)
+from ginlab.config import ConfigError, parse
 from ginlab.registry import MODELS, Registry, UnknownNameError, register_model
+from ginlab.training.configure import check_config as check_bindings
 
-load_configurables()  # the shipped models, datasets and callbacks are registered before the tests add theirs
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.gin"))
 
@@ -46,10 +47,11 @@ def test_an_unknown_name_lists_the_registered_ones():
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_shipped_config_builds(config):
     assert config.read_text().startswith("#") and "bin/train.py" in config.read_text().split("\n\n")[0]
-    from ginlab.loop import build_from_config
+    from ginlab.training.loop import build_from_config
 
     parse([config], [])
-    dm, module = build_from_config()
+    parts = build_from_config()
+    dm, module = parts.datamodule, parts.module
     x, _ = dm.split("val")
     assert module(x[:4]).shape == (4, dm.num_classes)
     assert module.configure_optimizers()  # the optimizer (and schedule) were built from the config

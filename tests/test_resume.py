@@ -180,7 +180,7 @@ def test_sigkill_mid_epoch_in_validation_at_epoch_end_and_in_a_checkpoint_write_
         folder,
         reference.config,
         "-b",
-        f"toy.num_workers={workers}#training_loop.checkpoint_every_n_steps=2#training_loop.print_every_n_steps=1",
+        f"toy.num_workers={workers}#checkpointer.every_n_steps=2#progress.every_n_steps=1",
     ]
     killer = Killer(folder, rng)
     plan = [killer.mid_epoch, killer.in_validation, killer.at_epoch_end, killer.in_checkpoint_write]
@@ -257,7 +257,7 @@ def test_ctrl_c_twice_stops_at_once_and_the_run_still_reloads(tmp_path, referenc
 
 
 def test_signal_handlers_only_set_flags_and_a_second_ctrl_c_stops_at_once():
-    from ginlab.callbacks.checkpointer import Checkpointer
+    from ginlab.training.callbacks.checkpointer import Checkpointer
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:
@@ -277,9 +277,7 @@ def test_signal_handlers_only_set_flags_and_a_second_ctrl_c_stops_at_once():
 
 def test_broken_newest_checkpoints_are_skipped_loudly(tmp_path, reference):
     folder = tmp_path / "run"
-    code, _ = interrupt(
-        [folder, reference.config, "-b", "training_loop.keep_checkpoints=4"], signal.SIGTERM, steps=8
-    )
+    code, _ = interrupt([folder, reference.config, "-b", "checkpointer.keep=4"], signal.SIGTERM, steps=8)
     assert code == 3
     newest = sorted((folder / "checkpoints").glob("step-*.ckpt"))[-3:]
     assert len(newest) == 3
@@ -325,7 +323,7 @@ def test_a_run_killed_before_its_first_checkpoint_reloads_from_step_0(tmp_path, 
     proc.communicate()
     assert (folder / "meta.json").exists() and not list((folder / "checkpoints").glob("step-*.ckpt"))
     proc = train(folder, *RELOAD, check=0)
-    assert "from the start" in proc.stdout
+    assert "from step 0 (no checkpoint was written)" in proc.stdout
     assert_same_run(reference(0), folder)
 
 
@@ -338,35 +336,40 @@ def test_reload_of_a_missing_or_empty_folder_is_an_error(tmp_path):
     assert not (tmp_path / "missing").exists() and not list((tmp_path / "empty").iterdir())
 
 
-def test_reload_with_changed_hyperparameters_is_refused_unless_allowed(tmp_path, reference):
+def test_a_reload_applies_an_accepted_hyperparameter_change_and_refuses_what_it_cannot_apply(
+    tmp_path, reference
+):
     folder = tmp_path / "run"
     train(folder, reference.config, "-b", "training_loop.n_epochs=1", check=0)
     before = tree_snapshot(folder)
+    # The architecture cannot change under a checkpoint: refused up front, even with reload_allow_changes.
     proc = train(
         folder,
         reference.config,
         *RELOAD,
         "-b",
-        "torch.optim.SGD.lr=0.1#cnn.dropout=0.5#training_loop.n_epochs=2",
+        "torch.optim.SGD.lr=0.1#cnn.dropout=0.5#training_loop.n_epochs=2#training_loop.reload_allow_changes=True",
     )
+    assert (
+        proc.returncode == 2 and "cnn.dropout: 0.3 -> 0.5" in proc.stderr and "cannot change" in proc.stderr
+    )
+    # A learning rate can be applied from the reload on, when allowed.
+    proc = train(folder, reference.config, *RELOAD, "-b", "torch.optim.SGD.lr=0.1#training_loop.n_epochs=2")
     assert proc.returncode == 2
-    assert "SGD.lr: 0.05 -> 0.1" in proc.stderr and "cnn.dropout: 0.3 -> 0.5" in proc.stderr
+    assert "SGD.lr: 0.05 -> 0.1" in proc.stderr and "reload_allow_changes" in proc.stderr
     assert "n_epochs" not in proc.stderr.split("differs")[1].split("Reload with")[0]  # may change on reload
-    assert "reload_allow_changes" in proc.stderr
     assert tree_snapshot(folder) == before
-    train(
-        folder,
-        *RELOAD,
-        "-b",
-        "torch.optim.SGD.lr=0.1#training_loop.n_epochs=2",
-        "-b",
-        "training_loop.reload_allow_changes=True",
-        check=0,
-    )
+    train(folder, *RELOAD, "-b", "torch.optim.SGD.lr=0.1#training_loop.n_epochs=2", "-b",
+          "training_loop.reload_allow_changes=True", check=0)  # fmt: skip
     meta = read_json(folder / "meta.json")
-    assert meta["reloads"][-1]["accepted_config_changes"] == ["  SGD.lr: 0.05 -> 0.1"]
+    assert meta["reloads"][-1]["accepted_config_changes"] == ["SGD.lr: 0.05 -> 0.1"]
+    assert meta["reloads"][-1]["from_step"] == read_jsonl(folder / "history.jsonl")[0]["step"]
     assert read_json(folder / "config.json")["SGD.lr"] == 0.1
-    assert len(read_jsonl(folder / "history.jsonl")) == 2
+    # The record is true: epoch 1 trained at the new base rate on the schedule's position (StepLR, gamma 0.8).
+    history = read_jsonl(folder / "history.jsonl")
+    assert [row["lr"] for row in history] == pytest.approx([0.05, 0.1 * 0.8])
+    group = final_state(folder)["optimizer_states"][0]["param_groups"][0]
+    assert group["initial_lr"] == 0.1 and group["lr"] == pytest.approx(0.1 * 0.8**2)
 
 
 def test_one_writer_per_folder_and_a_stale_lock_is_taken_over(tmp_path, reference):
@@ -388,7 +391,8 @@ def test_one_writer_per_folder_and_a_stale_lock_is_taken_over(tmp_path, referenc
     assert proc.returncode == 3
     epoch = final_state(folder)["epoch"]
     too_few = train(folder, *RELOAD, "-b", f"training_loop.n_epochs={epoch - 1}")
-    assert too_few.returncode == 2 and f"already at epoch {epoch}" in too_few.stderr
+    assert too_few.returncode == 2 and "epochs already" in too_few.stderr
+    assert f"training_loop.n_epochs={epoch - 1} cannot be reached again" in too_few.stderr
     # A writer that died without releasing: its lock record is still there, nobody holds the lock.
     (folder / ".lock.json").write_text(json.dumps({"host": "gone-host", "pid": 999999, "started": "earlier"}))
     third = train(folder, *RELOAD, "-b", f"training_loop.n_epochs={epoch + 1}", check=0)

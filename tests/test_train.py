@@ -45,7 +45,7 @@ def test_run_folder_has_every_file(toy_run):
 def test_meta_records_where_the_run_comes_from(toy_run):
     folder, _ = toy_run
     meta = read_json(folder / "meta.json")
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["status"] == "finished" and meta["exit_code"] == 0
     assert meta["started"] <= meta["ended"] and meta["heartbeat"] >= meta["started"]
     assert meta["command"][1:] == [

@@ -34,6 +34,7 @@ class Registry(dict):
                     f"Pick another name for one of them."
                 )
             self[name] = gin.external_configurable(obj, name=name, module=None)
+            _NAMES[obj] = name
             return obj
 
         return decorator
@@ -57,6 +58,18 @@ class Registry(dict):
 
 def _where(obj) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
+
+
+_NAMES: dict[object, str] = {}  # registered object -> its name
+
+
+def name_of(cls: type, default: str | None = None) -> str | None:
+    """The name a class (or the nearest registered class it derives from) is registered and configured under,
+    e.g. "toy": for messages that name a binding (`toy.batch_size = 0`)."""
+    for base in getattr(cls, "__mro__", (cls,)):
+        if base in _NAMES:
+            return _NAMES[base]
+    return default
 
 
 MODELS = Registry("model")

@@ -7,7 +7,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ginlab.analysis.run import RUN_FILES, RunFolderError
+from ginlab.errors import RunFolderError
+from ginlab.runfolder.format import RUN_FILES
 
 GLOB_CHARACTERS = frozenset("*?[")
 

@@ -1,11 +1,11 @@
-"""Reading many JSON-lines files fast (history.jsonl), under the one rule of ginlab.jsonlines.
+"""Reading many JSON-lines files fast (history.jsonl), under the one rule of ginlab.runfolder.jsonlines.
 
-The rule (docs/run-folder.md, "Atomic writes"; defined in ginlab.jsonlines): a last line that does not end
+The rule (docs/run-folder.md, "Atomic writes"; defined in ginlab.runfolder.jsonlines): a last line that does not end
 in a newline or is not a JSON object is dropped (a run writing it, or a crash mid-write), so it is never read
 as a wrong number; a damaged line before it is an error naming the file and line.
 
 Two paths give the same rows:
-- `read_records(path)` (from ginlab.jsonlines): the json module, line by line; names the line of any damage.
+- `read_records(path)` (from ginlab.runfolder.jsonlines): the json module, line by line; names the line of any damage.
 - `read_tables(paths)`: all files' bytes parsed in one pass by pyarrow (2,000 files x 100 lines in about
   0.4 s instead of 1.4 s for one call per file), with the rows given back to their files by counting lines
   and checking that each file's last row is the record that file ends with. Whatever the fast pass cannot
@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from ginlab.jsonlines import JsonLinesError, complete_part, parse_records, read_bytes, read_records
+from ginlab.runfolder.jsonlines import JsonLinesError, complete_part, parse_records, read_bytes, read_records
 
 __all__ = ["JsonLinesError", "Tables", "read_last_record", "read_records", "read_tables"]
 

@@ -34,8 +34,8 @@ from ginlab.analysis.run import (
     load_evaluations,
     load_meta,
     load_summary,
-    parse_time,
 )
+from ginlab.runfolder.read import parse_time
 
 # Columns of load_runs() before the config values, in this order.
 RUN_COLUMNS = (

@@ -10,9 +10,7 @@ as far as it got.
 
 from __future__ import annotations
 
-import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +18,43 @@ import pandas as pd
 import pyarrow as pa
 
 from ginlab.analysis import jsonl
-from ginlab.gin_reader import read_gin
+from ginlab.config.reader import read_gin
+from ginlab.errors import RunFolderError
+from ginlab.runfolder import format as fmt
+from ginlab.runfolder.read import read_config_json, read_evaluations, read_meta, read_summary
+from ginlab.runfolder.status import run_status
 
-# The run-folder format versions this reader understands (docs/run-folder.md, "Versions").
-KNOWN_FORMAT_VERSIONS = (1,)
-# A "running" run whose heartbeat is older than this died without saying so (docs/run-folder.md).
-STALE_AFTER_SECONDS = 300.0
 # The history columns that are not metrics, in the order they come first.
 HISTORY_INDEX = ("epoch", "step", "time")
-# Files whose presence marks a folder as a run folder that lost its meta.json.
-RUN_FILES = ("meta.json", "config.json", "config.gin", "history.jsonl", "summary.json")
+STALE_AFTER_SECONDS = fmt.STALE_AFTER_SECONDS
 
 Run = str | os.PathLike
 
+# The one reader (ginlab.runfolder.read) under the names analysis scripts know.
+load_meta = read_meta
+load_summary = read_summary
+load_evaluations = read_evaluations
+effective_status = run_status
 
-class RunFolderError(ValueError):
-    """A folder cannot be read as a run folder; the message says which folder and what is wrong."""
+__all__ = [
+    "RunFolderError",
+    "effective_status",
+    "history_frame",
+    "load_C",
+    "load_H",
+    "load_HC",
+    "load_config",
+    "load_evaluations",
+    "load_meta",
+    "load_summary",
+]
 
 
 def load_C(run: Run) -> dict[str, Any]:
-    """The run's configuration: a flat dict of typed values keyed by gin names.
+    """The run's configuration: a flat dict of typed values keyed by gin names, as the run used them.
 
-    Read from config.json, or parsed from config.gin (gin's operative config) when config.json is absent.
+    Read from config.json, or parsed from config.gin (gin's operative config) when config.json is absent;
+    both give the same values (macros resolved, references as "@name" text).
 
     Args:
         run: the run folder.
@@ -50,7 +63,7 @@ def load_C(run: Run) -> dict[str, Any]:
         RunFolderError: not a run folder, a format version this reader does not know, or no readable config.
     """
     run = Path(run)
-    load_meta(run)
+    read_meta(run)
     config = load_config(run)
     if config is None:
         raise RunFolderError(
@@ -72,8 +85,8 @@ def load_H(run: Run) -> pd.DataFrame:
         RunFolderError: not a run folder, a format version this reader does not know, or a damaged line
             before the last one of history.jsonl.
     """
-    load_meta(run)
-    path = os.path.join(run, "history.jsonl")
+    read_meta(run)
+    path = os.path.join(run, fmt.HISTORY)
     tables = jsonl.read_tables([path])
     if path in tables.errors:
         raise RunFolderError(tables.errors[path])
@@ -85,53 +98,12 @@ def load_HC(run: Run) -> tuple[pd.DataFrame, dict[str, Any]]:
     return load_H(run), load_C(run)
 
 
-def load_meta(run: Run) -> dict[str, Any]:
-    """meta.json of a run folder, after checking that this reader knows its format version.
-
-    Raises:
-        RunFolderError: no such folder, no meta.json (the message lists what the folder holds instead),
-            meta.json damaged, or a format version this reader does not know.
-    """
-    run = os.fspath(run)  # plain strings: this runs once per run in load_runs, where pathlib costs show
-    try:
-        meta = read_json(os.path.join(run, "meta.json"))
-    except FileNotFoundError:
-        raise RunFolderError(_why_not_a_run_folder(Path(run))) from None
-    if not isinstance(meta, dict):
-        raise RunFolderError(f"{run}: meta.json is not a JSON object")
-    check_format_version(meta, run)
-    return meta
-
-
-def check_format_version(meta: dict[str, Any], run: Run) -> None:
-    """Raise RunFolderError unless meta's format_version is one this reader knows."""
-    version = meta.get("format_version")
-    if version in KNOWN_FORMAT_VERSIONS and not isinstance(version, bool):
-        return
-    known = ", ".join(map(str, KNOWN_FORMAT_VERSIONS))
-    if version is None:
-        problem = "meta.json has no format_version (it was not written by a ginlab run-folder writer)"
-    elif isinstance(version, int) and version > max(KNOWN_FORMAT_VERSIONS):
-        problem = (
-            f"run folder format_version {version} is newer than this ginlab reads ({known}); upgrade ginlab"
-        )
-    else:
-        problem = f"unknown run folder format_version {version!r}"
-    raise RunFolderError(f"{run}: {problem}. This ginlab reads format_version {known}.")
-
-
 def load_config(run: Run) -> dict[str, Any] | None:
     """config.json, else config.gin parsed; None when the run has neither (yet)."""
-    run = os.fspath(run)
-    try:
-        config = read_json(os.path.join(run, "config.json"))
-    except FileNotFoundError:
-        pass
-    else:
-        if not isinstance(config, dict):
-            raise RunFolderError(f"{run}: config.json is not a JSON object")
+    config = read_config_json(run)
+    if config is not None:
         return config
-    path = os.path.join(run, "config.gin")
+    path = os.path.join(run, fmt.CONFIG_GIN)
     try:
         with open(path) as f:
             text = f.read()
@@ -141,82 +113,6 @@ def load_config(run: Run) -> dict[str, Any] | None:
         return read_gin(text, path, mode="values")
     except ValueError as error:
         raise RunFolderError(str(error)) from None
-
-
-def load_summary(run: Run) -> dict[str, Any] | None:
-    """summary.json (final, best and test metrics); None until the run has ended."""
-    try:
-        summary = read_json(os.path.join(run, "summary.json"))
-    except FileNotFoundError:
-        return None
-    if not isinstance(summary, dict):
-        raise RunFolderError(f"{run}: summary.json is not a JSON object")
-    return summary
-
-
-def load_evaluations(run: Run) -> dict[str, dict[str, Any]]:
-    """bin/evaluate.py results: {"best-test": {"checkpoint": "best", "split": "test", "metrics": {...}}}."""
-    folder = os.path.join(run, "evaluations")
-    try:
-        names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".json"))
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    evaluations = {}
-    for name in names:
-        try:
-            record = read_json(os.path.join(folder, name))
-        except FileNotFoundError:  # replaced between listing and reading
-            continue
-        if isinstance(record, dict):
-            evaluations[name[: -len(".json")]] = record
-    return evaluations
-
-
-def effective_status(
-    meta: dict[str, Any], now: datetime | None = None, stale_after: float = STALE_AFTER_SECONDS
-) -> str:
-    """The run's status as a reader should see it: "stale" for a running run whose heartbeat is old.
-
-    Args:
-        meta: the run's meta.json.
-        now: the time to compare the heartbeat with (default: now).
-        stale_after: seconds without heartbeat after which a running run is taken as dead.
-    """
-    status = meta.get("status")
-    if status != "running":
-        return status if isinstance(status, str) else "unknown"
-    beat = parse_time(meta.get("heartbeat")) or parse_time(meta.get("started"))
-    if beat is None:
-        return "running"
-    now = now or datetime.now(UTC)
-    return "stale" if (now - beat).total_seconds() > stale_after else "running"
-
-
-def parse_time(text: Any) -> datetime | None:
-    """An ISO 8601 time as an aware datetime (UTC assumed when it names no zone); None if absent or bad."""
-    if not isinstance(text, str):
-        return None
-    try:
-        time = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return time if time.tzinfo else time.replace(tzinfo=UTC)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """A JSON file's value.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        RunFolderError: it is not valid JSON (the files read with this are written atomically, so this is
-            damage, not a write in progress).
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return json.loads(data)
-    except ValueError as error:
-        raise RunFolderError(f"{path} is not valid JSON: {error}") from None
 
 
 def history_frame(table: pa.Table) -> pd.DataFrame:
@@ -230,21 +126,3 @@ def history_frame(table: pa.Table) -> pd.DataFrame:
                 HISTORY_INDEX.index(name), name, pd.Series([], dtype=dtype) if frame.empty else pd.NA
             )
     return frame
-
-
-def _why_not_a_run_folder(run: Path) -> str:
-    if not run.exists():
-        return f"{run}: no such run folder"
-    if not run.is_dir():
-        return f"{run} is a file, not a run folder"
-    present = [name for name in RUN_FILES if (run / name).exists()]
-    if present:
-        return f"{run} is not a readable run folder: meta.json is missing (it has {', '.join(present)})"
-    inner = sorted(entry.name for entry in os.scandir(run) if (Path(entry.path) / "meta.json").is_file())
-    if inner:
-        example = ", ".join(inner[:3]) + (", ..." if len(inner) > 3 else "")
-        return (
-            f"{run} is not a run folder but holds {len(inner)} run folders ({example}): "
-            "use load_runs() or load_histories() to read many runs"
-        )
-    return f"{run} is not a run folder: meta.json is missing (see docs/run-folder.md)"

@@ -9,7 +9,10 @@ import lightning_fabric  # noqa: F401  (imported before pytorch_lightning to kee
 import pytorch_lightning as pl
 import torch
 
+from ginlab.config import bad_value, check_choice, check_int, check_number
 from ginlab.data.batching import BatchLoader, TensorBatches, random_shift
+from ginlab.errors import ConfigError
+from ginlab.registry import name_of
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -19,10 +22,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     split_seed: seed of the fixed split (kept apart from the training seed so runs compare on equal data).
     num_workers: worker processes for batch preparation (0: in the main process).
     augment: None or "shift" (random translation by one pixel).
+    num_classes: the number of classes; None infers it from the labels (the largest label + 1).
     """
-
-    num_classes: int = 10
-    name = "in-memory"
 
     def __init__(
         self,
@@ -32,10 +33,21 @@ class InMemoryDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         num_workers: int = 0,
         augment: str | None = None,
+        num_classes: int | None = None,
     ):
         super().__init__()
-        if augment not in (None, "shift"):
-            raise ValueError(f"augment={augment!r} is not known; expected None or 'shift'.")
+        name = name_of(type(self), type(self).__name__)
+        check_int(f"{name}.batch_size", batch_size, minimum=1, example=64)
+        check_number(f"{name}.val_fraction", val_fraction, 0, 1, example=0.15)
+        check_number(f"{name}.test_fraction", test_fraction, 0, 1, example=0.15)
+        if val_fraction + test_fraction >= 1:
+            raise bad_value(f"{name}.val_fraction", val_fraction, f"val_fraction + test_fraction < 1 (test_fraction "
+                            f"is {test_fraction}): something must be left to train on")  # fmt: skip
+        check_int(f"{name}.split_seed", split_seed, minimum=0, example=0)
+        check_int(f"{name}.num_workers", num_workers, minimum=0, example=2)
+        check_choice(f"{name}.augment", augment, ["shift"], optional=True)
+        check_int(f"{name}.num_classes", num_classes, minimum=2, optional=True, example=10)
+        self.num_classes = num_classes  # None: the number of distinct labels, known once the data is loaded
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.seed = 0  # the order and augmentation seed: training_loop sets it to the run's seed
@@ -69,6 +81,19 @@ class InMemoryDataModule(pl.LightningDataModule):
             "val": (x[val_idx], y[val_idx]),
             "test": test if test is not None else (x[test_idx], y[test_idx]),
         }
+        self.num_classes = self._check_labels(y if test is None else torch.cat([y, test[1]]))
+
+    def _check_labels(self, y: torch.Tensor) -> int:
+        """The number of classes: as given, or inferred from the labels (0 .. K-1); labels outside it refused."""
+        name = name_of(type(self), type(self).__name__)
+        if y.dtype != torch.int64 or y.ndim != 1:
+            raise TypeError(f"{type(self).__name__}.load() must return labels as an int64 tensor of shape (N,), "
+                            f"not {y.dtype} of shape {tuple(y.shape)}.")  # fmt: skip
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or (self.num_classes is not None and high >= self.num_classes):
+            raise ConfigError(f"{name}: labels run from {low} to {high}, outside 0 .. num_classes - 1 "
+                              f"({name}.num_classes = {self.num_classes}).")  # fmt: skip
+        return self.num_classes if self.num_classes is not None else max(high + 1, 2)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

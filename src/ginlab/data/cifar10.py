@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ginlab.data.base import InMemoryDataModule
+from ginlab.errors import ConfigError
 from ginlab.registry import register_datamodule
 
 RECORD = 1 + 3 * 32 * 32
@@ -20,7 +21,7 @@ TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]
 TEST_FILE = "test_batch.bin"
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(ConfigError, FileNotFoundError):
     """Data that must be provided by the user is not where it is expected."""
 
 
@@ -49,7 +50,10 @@ class CIFAR10(InMemoryDataModule):
         self.check()
         raw = np.concatenate([np.fromfile(self.data_dir / n, dtype=np.uint8) for n in names])
         if raw.size % RECORD:
-            raise ValueError(f"{self.data_dir}: file sizes are not a multiple of the {RECORD}-byte record.")
+            raise ConfigError(
+                f"{self.data_dir}: the file sizes are not a multiple of the {RECORD}-byte record, so these are not "
+                f"CIFAR-10 binary files (or they were cut). Unpack cifar-10-binary.tar.gz again."
+            )
         records = raw.reshape(-1, RECORD)
         x = torch.from_numpy(records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
         return x, torch.from_numpy(records[:, 0].astype(np.int64))

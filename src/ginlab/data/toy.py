@@ -2,6 +2,7 @@
 
 import torch
 
+from ginlab.config import check_int, check_number
 from ginlab.data.base import InMemoryDataModule
 from ginlab.registry import register_datamodule
 
@@ -19,8 +20,12 @@ class Toy(InMemoryDataModule):
         data_seed: int = 0,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_samples, self.image_size, self.num_classes = num_samples, image_size, num_classes
+        super().__init__(num_classes=num_classes, **kwargs)
+        check_int("toy.num_samples", num_samples, minimum=8, example=512)
+        check_int("toy.image_size", image_size, minimum=1, example=8)
+        check_number("toy.noise", noise, 0, example=0.5)
+        check_int("toy.data_seed", data_seed, minimum=0, example=0)
+        self.num_samples, self.image_size = num_samples, image_size
         self.noise, self.data_seed = noise, data_seed
 
     def load(self):

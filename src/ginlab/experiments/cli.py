@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ginlab.experiments.backends.classify import inspect_run
 from ginlab.experiments.experiment import Experiment, ExperimentError, grid_changed, load_prepared, prepare
-from ginlab.experiments.runs import inspect_run
-from ginlab.jsonlines import complete_part, read_bytes
+from ginlab.runfolder.jsonlines import complete_part, read_bytes
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -159,7 +159,7 @@ def run_command(experiment: Experiment, args) -> int:
     from ginlab.experiments.progress import Progress
 
     if args.backend == "slurm":
-        from ginlab.experiments.slurm import SlurmBackend, SlurmOptions
+        from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions
 
         options = SlurmOptions(
             partition=args.partition,
@@ -184,7 +184,7 @@ def run_command(experiment: Experiment, args) -> int:
         outcomes = backend.run(runs)
         stopped = False
     else:
-        from ginlab.experiments.local import LocalRunner, Outcome
+        from ginlab.experiments.backends.local import LocalRunner, Outcome
 
         runner = LocalRunner(
             experiment.root,
@@ -210,7 +210,7 @@ def slurm_jobs(experiment: Experiment) -> dict:
     """{run name: Job} of this experiment's SLURM jobs still queued or running (empty without SLURM)."""
     if not (experiment.paths.slurm / "submissions.jsonl").is_file():
         return {}
-    from ginlab.experiments.slurm import SlurmBackend, SlurmOptions, SlurmUnavailable
+    from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions, SlurmUnavailable
 
     backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, SlurmOptions())
     try:
@@ -256,7 +256,7 @@ def status_command(experiment: Experiment, args) -> int:
     runs = load_prepared(experiment)
     jobs, job_labels, cluster_note = {}, {}, ""
     if (experiment.paths.slurm / "submissions.jsonl").is_file():
-        from ginlab.experiments.slurm import SlurmBackend, SlurmOptions, SlurmUnavailable
+        from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions, SlurmUnavailable
 
         backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, SlurmOptions())
         job_labels = backend.last_jobs()

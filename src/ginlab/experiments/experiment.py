@@ -17,9 +17,9 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ginlab.atomic import atomic_write_json, atomic_write_text
+from ginlab.experiments.backends.classify import Run
 from ginlab.experiments.grid import expand_grid, format_value, grid_parameters, point_name, short_names
-from ginlab.experiments.runs import Run
+from ginlab.runfolder.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,8 @@ def check_experiment(experiment: Experiment, runs: list[Run]) -> None:
     Raises:
         ExperimentError: naming the bad grid point, gin's message and the nearest valid names.
     """
-    from ginlab.config import ConfigError, check_bindings
+    from ginlab.errors import ConfigError
+    from ginlab.training.configure import check_config as check_bindings
 
     missing = [c for c in experiment.configs if not (experiment.root / c).is_file()]
     if missing:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ginlab.atomic import atomic_write_text
+from ginlab.experiments.backends.classify import Run
 from ginlab.experiments.experiment import Experiment, ExperimentError, ReportSpec
 from ginlab.experiments.grid import format_value, grid_parameters, short_names
-from ginlab.experiments.runs import Run
+from ginlab.runfolder.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

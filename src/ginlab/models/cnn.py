@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from ginlab.config import check_ints, check_number
 from ginlab.registry import register_model
 
 
@@ -17,6 +18,8 @@ class CNN(nn.Module):
         self, input_shape, num_classes: int, channels: tuple[int, ...] = (32, 64), dropout: float = 0.2
     ):
         super().__init__()
+        check_ints("cnn.channels", channels, minimum=1, example=(32, 64))
+        check_number("cnn.dropout", dropout, 0, 1, example=0.2)
         in_channels, size = input_shape[0], min(input_shape[1:])
         layers = []
         for i, c in enumerate(channels):

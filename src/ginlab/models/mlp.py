@@ -4,6 +4,7 @@ import math
 
 from torch import nn
 
+from ginlab.config import check_ints, check_number
 from ginlab.registry import register_model
 
 
@@ -15,6 +16,9 @@ class MLP(nn.Module):
         self, input_shape, num_classes: int, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.1
     ):
         super().__init__()
+        if hidden != ():  # no hidden layer: a linear model
+            check_ints("mlp.hidden", hidden, minimum=1, example=(128, 64))
+        check_number("mlp.dropout", dropout, 0, 1, example=0.1)
         layers, width = [nn.Flatten()], math.prod(input_shape)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]

@@ -1,0 +1,1 @@
+"""Where the prepared runs of an experiment run: this machine (local) or a SLURM cluster (slurm)."""
