@@ -15,7 +15,6 @@ import argparse
 import logging
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -75,12 +74,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def print_result(result, label: str, verbose: bool) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {label}: {result.summary()}", flush=True)
-    if verbose or result.dry_run:
-        for line in result.changes:
-            if not line.startswith(".d"):  # a folder whose only change is its mtime
-                print(f"  {line}", flush=True)
+def print_start(config) -> None:
+    dry_run = " (dry run: nothing is sent)" if config.dry_run else ""
+    print(f"syncing {config.source} -> {config.dest}{dry_run}", flush=True)
+
+
+def result_printer(watching: bool, dry_run: bool, verbose: int):
+    """on_sync for ginlab.sync.mirror: one line per sync, and the files with -v or --dry-run."""
+    labels = iter(["initial sync"] if watching else [])
+    label = "would send" if dry_run else "synced"
+
+    def print_result(result) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {next(labels, label)}: {result.summary()}", flush=True)
+        if verbose or result.dry_run:
+            for line in result.changes:
+                if not line.startswith(".d"):  # a folder whose only change is its mtime
+                    print(f"  {line}", flush=True)
+
+    return print_result
 
 
 def import_sync():
@@ -113,30 +124,25 @@ def main(argv: list[str] | None = None) -> int:
     gsync = import_sync()
     if gsync is None:
         return 1
-    once = args.once or args.dry_run
+    watching = not (args.once or args.dry_run)
     try:
-        source = args.source.resolve()
-        if not source.is_dir():
-            raise gsync.UsageError(f"--source {args.source} is not a folder")
-        dest = gsync.load_destination(args.dest, source)
-        gsync.check_tools(need_watchman=not once, need_ssh=dest.is_remote and args.rsh is None)
-        retries = args.retries if args.retries is not None else (3 if once else None)
+        source = gsync.load_source(args.source)
         config = gsync.SyncConfig(
             source=source,
-            dest=dest,
+            dest=gsync.load_destination(args.dest, source),
             delete=args.delete,
             dry_run=args.dry_run,
             rsh=args.rsh,
-            retries=retries,
+            retries=args.retries if args.retries is not None else (None if watching else 3),
             retry_wait=args.retry_wait,
         )
-        print(
-            f"syncing {source} -> {dest}{' (dry run: nothing is sent)' if args.dry_run else ''}", flush=True
+        gsync.mirror(
+            config,
+            on_sync=result_printer(watching, args.dry_run, args.verbose),
+            watching=watching,
+            own_watchman=args.own_watchman,
+            on_start=print_start,
         )
-        if once:
-            print_result(gsync.sync(config), "would send" if args.dry_run else "synced", args.verbose)
-            return 0
-        return watch(gsync, config, args.own_watchman, args.verbose)
     except gsync.UsageError as error:
         print(f"sync.py: error: {error}", file=sys.stderr)
         return 2
@@ -144,27 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sync.py: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if watching:
+            print("stopped", file=sys.stderr, flush=True)
+            return 0
         print("sync.py: interrupted before the sync finished", file=sys.stderr)
         return 1
-
-
-def watch(gsync, config, own_watchman: bool, verbose: bool) -> int:
-    labels = iter(["initial sync"])
-
-    def on_sync(result):
-        print_result(result, next(labels, "synced"), verbose)
-
-    try:
-        if own_watchman:
-            with (
-                tempfile.TemporaryDirectory(prefix="ginlab-watchman-") as folder,
-                gsync.OwnWatchman(Path(folder)) as service,
-            ):
-                gsync.watch(config, on_sync, sockpath=service.sockpath)
-        else:
-            gsync.watch(config, on_sync)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr, flush=True)
     return 0
 
 
