@@ -7,8 +7,9 @@
     bin/sync.py alice@cluster:work/ginlab --dry-run   # show what would be sent, send nothing
 
 results/, data/, environments, .git and caches never leave the machine; add your own patterns to a
-.syncignore file (gitignore syntax). See docs/sync.md. Exit codes: 0 ok (also after Ctrl-C while
-watching), 2 bad arguments, 1 failure.
+.syncignore file (gitignore syntax). --delete only deletes in a DEST that ginlab created for this project
+(its .ginlab-sync.json says so); --adopt takes over another folder. See docs/sync.md. Exit codes: 0 ok
+(also after Ctrl-C while watching), 2 bad arguments (an unsafe DEST, --delete refused), 1 failure.
 """
 
 import argparse
@@ -38,7 +39,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--delete",
         action="store_true",
-        help="delete files on DEST that were deleted here (only inside DEST; excluded paths there are kept)",
+        help="delete files on DEST that were deleted here (only inside DEST, only if DEST is this project's "
+        "mirror; excluded paths there are kept)",
+    )
+    parser.add_argument(
+        "--adopt",
+        action="store_true",
+        help="make DEST this project's mirror although ginlab did not create it (or it mirrors another "
+        "project): writes its marker, allows --delete there. Check first with --dry-run --delete --adopt",
     )
     parser.add_argument(
         "--rsh", metavar="COMMAND", help="remote shell for user@host DEST (default: ssh with timeouts)"
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             dest=gsync.load_destination(args.dest, source),
             delete=args.delete,
             dry_run=args.dry_run,
+            adopt=args.adopt,
             rsh=args.rsh,
             retries=args.retries if args.retries is not None else (None if watching else 3),
             retry_wait=args.retry_wait,

@@ -16,6 +16,8 @@ INSTALL_HINTS = {
     "rsync": "  Debian/Ubuntu: sudo apt-get install rsync\n  macOS:         brew install rsync",
     "ssh": "  Debian/Ubuntu: sudo apt-get install openssh-client\n  macOS:         ships with the system",
 }
+# Written into DEST by the first sync; says which source DEST mirrors (see marker.py).
+MARKER_NAME = ".ginlab-sync.json"
 # Nanosecond mtimes (--modify-window=-1) need 3.1.3, on both sides; macOS ships 2.6.9 or openrsync.
 MINIMUM_RSYNC = (3, 1, 3)
 

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pathspec
 
+from ginlab.sync.destination import MARKER_NAME
 from ginlab.sync.errors import UsageError
 
 SYNCIGNORE = ".syncignore"
 
 # Never synced, and a `!` line in .syncignore cannot bring them back: git's own data (the remote is a
-# mirror of the files, not a clone) and the cookie files watchman creates in the root for a moment.
-ALWAYS_EXCLUDED = (".git", ".watchman-cookie-*")
+# mirror of the files, not a clone), the cookie files watchman creates in the root for a moment, and
+# DEST's marker: excluded, it is never deleted by --delete on DEST, and a source that is itself a
+# mirror never sends its own marker along.
+ALWAYS_EXCLUDED = (".git", ".watchman-cookie-*", f"/{MARKER_NAME}")
 
 # Results and data are produced where the code runs and can be huge; environments are machine-specific.
 # Anchored with a leading "/" where a name is also a common package name (src/ginlab/data is code).

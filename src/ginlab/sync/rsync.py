@@ -55,8 +55,11 @@ class SyncConfig:
     Args:
         source: the project folder.
         dest: from `load_destination`.
-        delete: delete on DEST what was deleted locally (never excluded paths, never outside DEST).
+        delete: delete on DEST what was deleted locally (never excluded paths, never outside DEST). Refused
+            into a DEST that ginlab did not create for this source, unless `adopt` (see marker.py).
         dry_run: only report what would be sent and deleted.
+        adopt: make DEST this source's mirror even if ginlab did not create it or it mirrors another
+            source: its marker is (re)written, and `delete` is allowed.
         rsh: the remote shell for ssh destinations (default `default_ssh_command()`).
         retries: retries of a failed rsync before giving up; None retries forever.
         retry_wait: seconds before the first retry, doubled on each failure up to `max_retry_wait`.
@@ -66,6 +69,7 @@ class SyncConfig:
     dest: Destination
     delete: bool = False
     dry_run: bool = False
+    adopt: bool = False
     rsh: str | None = None
     retries: int | None = 3
     retry_wait: float = 1.0
@@ -103,17 +107,33 @@ def format_bytes(num_bytes: int) -> str:
     raise AssertionError("unreachable")
 
 
+def transport_options(config: SyncConfig) -> list[str]:
+    """The rsync options of every run towards DEST: the I/O timeout, and the remote shell for an ssh DEST."""
+    options = ["--timeout=120"]
+    if config.dest.is_remote:
+        options += ["--rsh", config.rsh or default_ssh_command()]
+    return options
+
+
 def build_rsync_command(config: SyncConfig, sync_filter: SyncFilter) -> list[str]:
     # -rlpt, not -a: owners, groups and devices of a laptop mean nothing on a cluster. Each file is
     # written to a temporary name and renamed, so a job on the remote never imports half a file.
     # --modify-window=-1 compares mtimes to the nanosecond: by default rsync compares whole seconds,
     # so a save within the same second as the last sync that keeps the size ("lr = 0.1" -> "0.2") would
     # be skipped. The receiving rsync must be 3.1.3 or newer for this (man rsync, --modify-window).
-    command = ["rsync", "-rlpt", "--modify-window=-1", "--itemize-changes", "--stats", "--timeout=120"]
+    command = [
+        "rsync",
+        "-rlpt",
+        "--modify-window=-1",
+        "--itemize-changes",
+        "--stats",
+        *transport_options(config),
+    ]
     if config.dest.is_remote:
-        command += ["--compress", "--rsh", config.rsh or default_ssh_command()]
+        command.append("--compress")
     if config.delete:
-        # Deletes only inside DEST; excluded paths there are protected by the same filter rules.
+        # Deletes only inside DEST; excluded paths there (DEST's marker too) are protected by the same
+        # filter rules.
         command.append("--delete")
     if config.dry_run:
         command.append("--dry-run")
@@ -141,16 +161,14 @@ def parse_rsync_output(stdout: str, seconds: float, dry_run: bool = False) -> Sy
     return SyncResult(**numbers, seconds=seconds, changes=changes, dry_run=dry_run)
 
 
-def run_rsync(config: SyncConfig, sync_filter: SyncFilter) -> SyncResult:
-    """Run rsync once.
+def call_rsync(command: list[str], ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    """Run an rsync command line and return it finished, with its output as text.
 
     Raises:
-        RsyncError: rsync failed (ssh could not connect, the link broke, DEST cannot be written).
+        RsyncError: rsync exited with a code not in `ok`.
     """
-    command = build_rsync_command(config, sync_filter)
     logger.debug("running %s", " ".join(command))
-    start = time.perf_counter()
-    # C locale: the --stats lines are parsed.
+    # C locale: rsync's output is parsed.
     completed = subprocess.run(
         command,
         check=False,
@@ -159,11 +177,22 @@ def run_rsync(config: SyncConfig, sync_filter: SyncFilter) -> SyncResult:
         errors="replace",
         env={**os.environ, "LC_ALL": "C"},
     )
+    if completed.returncode not in ok:
+        raise RsyncError(completed.returncode, completed.stderr)
+    return completed
+
+
+def run_rsync(config: SyncConfig, sync_filter: SyncFilter) -> SyncResult:
+    """Run rsync once.
+
+    Raises:
+        RsyncError: rsync failed (ssh could not connect, the link broke, DEST cannot be written).
+    """
+    start = time.perf_counter()
+    completed = call_rsync(build_rsync_command(config, sync_filter), ok=(0, VANISHED_FILES))
     seconds = time.perf_counter() - start
     if completed.returncode == VANISHED_FILES:
         logger.debug("files vanished during the transfer (rsync exit 24); the next batch catches up")
-    elif completed.returncode != 0:
-        raise RsyncError(completed.returncode, completed.stderr)
     return parse_rsync_output(completed.stdout, seconds, dry_run=config.dry_run)
 
 

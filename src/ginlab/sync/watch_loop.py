@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ginlab.sync.errors import UsageError
 from ginlab.sync.filter import SYNCIGNORE, build_filter
+from ginlab.sync.marker import prepare_destination
 from ginlab.sync.rsync import Backoff, RsyncError, SyncConfig, SyncResult, run_rsync
 from ginlab.sync.watchman import WatchmanSubscription
 
@@ -23,8 +24,9 @@ def watch(
 ) -> None:
     """Sync once, then after every batch of changes, until Ctrl-C (KeyboardInterrupt) or `stop` is set.
 
-    Failed syncs are retried with backoff (forever when `config.retries` is None) while changes keep
-    being collected; the next successful sync sends all of them.
+    DEST is checked before the first sync (`prepare_destination`): `--delete` only into this source's
+    mirror. Failed syncs are retried with backoff (forever when `config.retries` is None) while changes
+    keep being collected; the next successful sync sends all of them.
 
     Args:
         config: what to sync where.
@@ -35,11 +37,12 @@ def watch(
     Raises:
         RsyncError: rsync failed in a way retrying cannot fix, or ran out of retries.
         SyncError: watchman failed.
+        UsageError: `--delete` into a DEST that is not this source's mirror.
     """
     sync_filter = build_filter(config.source)
     with WatchmanSubscription(config.source, sockpath) as subscription:
         # Subscribed before the first sync, so nothing saved during it is missed.
-        pending, next_attempt = True, 0.0
+        pending, next_attempt, prepared = True, 0.0, False
         backoff = Backoff(config.retry_wait, config.max_retry_wait)
         while stop is None or not stop.is_set():
             timeout = max(0.0, next_attempt - time.monotonic()) if pending else 0.5
@@ -59,6 +62,9 @@ def watch(
             if not pending or time.monotonic() < next_attempt:
                 continue
             try:
+                if not prepared:
+                    prepare_destination(config)
+                    prepared = True
                 result = run_rsync(config, sync_filter)
             except RsyncError as error:
                 if not error.retryable or (config.retries is not None and backoff.failures >= config.retries):
