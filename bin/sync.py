@@ -126,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, format="%(message)s")
     logging.getLogger("pywatchman").setLevel(logging.WARNING)
-    # Ctrl-C and `kill` both end the watch through KeyboardInterrupt, which removes the watch.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C, `kill` and a closed terminal all end the sync through KeyboardInterrupt, which stops rsync
+    # with its remote shell and removes the watch. rsync runs in a session of its own, so the terminal's
+    # signals reach it only this way.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
     gsync = import_sync()
     if gsync is None:
         return 1

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -848,3 +849,119 @@ def test_remote_that_comes_back_gets_the_changes(project, tmp_path, env, start_w
     watcher.wait_for_output(r"works again after 3 failed attempts")
     wait_until(lambda: files_under(dest) >= SYNCED | {"src/pkg/while_down.py"}, what="the catch-up sync")
     assert watcher.interrupt() == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Stopping ends rsync's remote shell too
+
+
+def live_group_members(group: int) -> list[int]:
+    """The live (not zombie) processes of process group `group`, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, process_group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(process_group) == group and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+class HangingSsh:
+    """A remote shell that never connects: it notes its pid, its child's and its process group, then waits.
+
+    Args:
+        ignore_sigterm: make it (and its child) ignore SIGTERM, so that only SIGKILL ends them.
+        quiet_child: its child writes to /dev/null instead of holding rsync's stdout and stderr open.
+    """
+
+    def __init__(self, folder: Path, ignore_sigterm: bool = False, quiet_child: bool = False):
+        self.path = folder / "hanging-ssh"
+        self.info = folder / "hanging-ssh.info"
+        self.path.write_text(
+            "#!/bin/sh\n"
+            + ("trap '' TERM\n" if ignore_sigterm else "")
+            + ("sleep 600 >/dev/null 2>&1 &\n" if quiet_child else "sleep 600 &\n")
+            + f"echo \"$$ $! $(cut -d' ' -f5 /proc/$$/stat)\" > {self.info}.tmp\n"
+            + f"mv {self.info}.tmp {self.info}\n"
+            + "wait\n"
+        )
+        self.path.chmod(0o755)
+
+    def wait_until_started(self) -> tuple[int, int, int]:
+        """(its pid, its child's pid, its process group), once it runs."""
+        wait_until(self.info.exists, what="the remote shell to start")
+        pid, child, group = map(int, self.info.read_text().split())
+        return pid, child, group
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL the shell and its child if they are still there (the bug under test leaves them)."""
+        if self.info.exists():
+            for pid in map(int, self.info.read_text().split()[:2]):
+                if process_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "mode, signum, ignore_sigterm, exit_code",
+    [
+        (["--once"], signal.SIGINT, False, 1),
+        ([], signal.SIGINT, False, 0),
+        ([], signal.SIGTERM, True, 0),
+        ([], signal.SIGHUP, False, 0),
+    ],
+    ids=["once-ctrl-c", "watch-ctrl-c", "watch-sigterm-ignored-by-ssh", "watch-terminal-closed"],
+)
+def test_stopping_while_ssh_hangs_leaves_no_process_behind(
+    project, tmp_path, env, start_watcher, mode, signum, ignore_sigterm, exit_code
+):
+    ssh = HangingSsh(tmp_path, ignore_sigterm)
+    watcher = start_watcher(
+        [f"alice@cluster:{tmp_path / 'mirror'}", "--source", str(project), "--rsh", str(ssh.path), *mode], env
+    )
+    try:
+        pid, child, group = ssh.wait_until_started()
+        watcher.process.send_signal(signum)
+        assert watcher.process.wait(timeout=30) == exit_code, watcher.stderr
+        assert not process_alive(pid) and not process_alive(child), "the remote shell outlived sync.py"
+        assert group != os.getpgrp(), "rsync and its remote shell run in a process group of their own"
+        assert live_group_members(group) == []
+        assert ("stopped" if exit_code == 0 else "interrupted before the sync finished") in watcher.stderr
+        assert "Traceback" not in watcher.stderr
+    finally:
+        ssh.kill_leftovers()
+
+
+@pytest.mark.parametrize("quiet_child", [True, False], ids=["quiet-child", "child-holds-output"])
+def test_rsync_timeout_leaves_no_process_behind(project, tmp_path, quiet_child):
+    """rsync gives up on a silent remote shell after its I/O timeout; what it started must end too."""
+    require_tool("rsync")
+    ssh = HangingSsh(tmp_path, quiet_child=quiet_child)
+    config = gsync.SyncConfig(
+        source=project,
+        dest=gsync.Destination(str(tmp_path / "mirror"), host="alice@cluster"),
+        rsh=str(ssh.path),
+        retries=0,
+        io_timeout=1,
+    )
+    errors = []
+
+    def run():
+        try:
+            gsync.sync(config)
+        except gsync.RsyncError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        thread.join(timeout=60)  # a deadline against a hang, not a measurement
+        assert not thread.is_alive(), "sync did not return after rsync's own timeout"
+        assert errors and errors[0].returncode == 30 and "io timeout" in str(errors[0])
+        pid, child, group = ssh.wait_until_started()
+        assert not process_alive(pid) and not process_alive(child), "the remote shell outlived rsync"
+        assert live_group_members(group) == []
+    finally:
+        ssh.kill_leftovers()
+        thread.join(timeout=10)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ginlab.sync.destination import Destination, default_ssh_command
 from ginlab.sync.errors import SyncError
 from ginlab.sync.filter import SyncFilter
+from ginlab.sync.process_group import run_in_own_group
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class SyncConfig:
         rsh: the remote shell for ssh destinations (default `default_ssh_command()`).
         retries: retries of a failed rsync before giving up; None retries forever.
         retry_wait: seconds before the first retry, doubled on each failure up to `max_retry_wait`.
+        io_timeout: seconds without any data from the other side before rsync gives up (rsync --timeout;
+            also while the remote shell has not connected).
     """
 
     source: Path
@@ -74,6 +77,7 @@ class SyncConfig:
     retries: int | None = 3
     retry_wait: float = 1.0
     max_retry_wait: float = 60.0
+    io_timeout: int = 120
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +113,7 @@ def format_bytes(num_bytes: int) -> str:
 
 def transport_options(config: SyncConfig) -> list[str]:
     """The rsync options of every run towards DEST: the I/O timeout, and the remote shell for an ssh DEST."""
-    options = ["--timeout=120"]
+    options = [f"--timeout={config.io_timeout}"]
     if config.dest.is_remote:
         options += ["--rsh", config.rsh or default_ssh_command()]
     return options
@@ -164,19 +168,15 @@ def parse_rsync_output(stdout: str, seconds: float, dry_run: bool = False) -> Sy
 def call_rsync(command: list[str], ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
     """Run an rsync command line and return it finished, with its output as text.
 
+    When it is interrupted (KeyboardInterrupt), or when it ends, nothing it started is left running.
+
     Raises:
         RsyncError: rsync exited with a code not in `ok`.
     """
     logger.debug("running %s", " ".join(command))
+    # Its own process group: stopping it also stops the remote shell it started (process_group.py).
     # C locale: rsync's output is parsed.
-    completed = subprocess.run(
-        command,
-        check=False,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        env={**os.environ, "LC_ALL": "C"},
-    )
+    completed = run_in_own_group(command, env={**os.environ, "LC_ALL": "C"})
     if completed.returncode not in ok:
         raise RsyncError(completed.returncode, completed.stderr)
     return completed
