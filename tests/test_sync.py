@@ -424,7 +424,7 @@ def test_sync_without_delete_into_a_folder_ginlab_did_not_create_adds_no_marker(
     completed = run_sync([str(unrelated_folder), "--source", str(project), "--once"], plain_env)
     assert completed.returncode == 0, completed.stderr
     assert files_under(unrelated_folder) == SYNCED | {"thesis.tex", "figures/plot.pdf"}
-    assert "--delete will be refused there" in completed.stderr
+    assert "Without --delete nothing is deleted there; --delete will be refused there" in completed.stderr
 
 
 def test_adopt_makes_a_folder_this_projects_mirror(project, unrelated_folder, plain_env):

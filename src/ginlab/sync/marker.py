@@ -136,8 +136,8 @@ def load_marker(config: SyncConfig) -> tuple[Marker | None, str | None]:
         RsyncError: DEST could not be read.
     """
     with tempfile.TemporaryDirectory(prefix="ginlab-marker-") as folder:
-        source = f"{str(config.dest).rstrip('/')}/{MARKER_NAME}"
-        call_rsync(["rsync", "--max-size=1m", *transport_options(config), source, folder + "/"])
+        marker_on_dest = f"{str(config.dest).rstrip('/')}/{MARKER_NAME}"
+        call_rsync(["rsync", "--max-size=1m", *transport_options(config), marker_on_dest, folder + "/"])
         path = Path(folder) / MARKER_NAME
         try:
             fields = json.loads(path.read_text(encoding="utf-8"))
@@ -196,8 +196,8 @@ def prepare_destination(config: SyncConfig) -> None:
                 f"nothing was changed. {remedy}"
             )
         logger.warning(
-            "%s This sync adds and updates files, and deletes nothing; --delete will be refused there "
-            "unless --adopt makes DEST this project's mirror.",
+            "%s Without --delete nothing is deleted there; --delete will be refused there unless --adopt "
+            "makes DEST this project's mirror.",
             problem,
         )
         return
