@@ -7,15 +7,15 @@
     bin/sync.py alice@cluster:work/ginlab --dry-run   # show what would be sent, send nothing
 
 results/, data/, environments, .git and caches never leave the machine; add your own patterns to a
-.syncignore file (gitignore syntax). See docs/sync.md. Exit codes: 0 ok (also after Ctrl-C while
-watching), 2 bad arguments, 1 failure.
+.syncignore file (gitignore syntax). --delete only deletes in a DEST that ginlab created for this project
+(its .ginlab-sync.json says so); --adopt takes over another folder. See docs/sync.md. Exit codes: 0 ok
+(also after Ctrl-C while watching), 2 bad arguments (an unsafe DEST, --delete refused), 1 failure.
 """
 
 import argparse
 import logging
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +39,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--delete",
         action="store_true",
-        help="delete files on DEST that were deleted here (only inside DEST; excluded paths there are kept)",
+        help="delete files on DEST that were deleted here (only inside DEST, only if DEST is this project's "
+        "mirror; excluded paths there are kept)",
+    )
+    parser.add_argument(
+        "--adopt",
+        action="store_true",
+        help="make DEST this project's mirror although ginlab did not create it (or it mirrors another "
+        "project): writes its marker, allows --delete there. Check first with --dry-run --delete --adopt",
     )
     parser.add_argument(
         "--rsh", metavar="COMMAND", help="remote shell for user@host DEST (default: ssh with timeouts)"
@@ -75,12 +82,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def print_result(result, label: str, verbose: bool) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {label}: {result.summary()}", flush=True)
-    if verbose or result.dry_run:
-        for line in result.changes:
-            if not line.startswith(".d"):  # a folder whose only change is its mtime
-                print(f"  {line}", flush=True)
+def print_start(config) -> None:
+    dry_run = " (dry run: nothing is sent)" if config.dry_run else ""
+    print(f"syncing {config.source} -> {config.dest}{dry_run}", flush=True)
+
+
+def result_printer(watching: bool, dry_run: bool, verbose: int):
+    """on_sync for ginlab.sync.mirror: one line per sync, and the files with -v or --dry-run."""
+    labels = iter(["initial sync"] if watching else [])
+    label = "would send" if dry_run else "synced"
+
+    def print_result(result) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {next(labels, label)}: {result.summary()}", flush=True)
+        if verbose or result.dry_run:
+            for line in result.changes:
+                if not line.startswith(".d"):  # a folder whose only change is its mtime
+                    print(f"  {line}", flush=True)
+
+    return print_result
 
 
 def import_sync():
@@ -107,36 +126,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, format="%(message)s")
     logging.getLogger("pywatchman").setLevel(logging.WARNING)
-    # Ctrl-C and `kill` both end the watch through KeyboardInterrupt, which removes the watch.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C, `kill` and a closed terminal all end the sync through KeyboardInterrupt, which stops rsync
+    # with its remote shell and removes the watch. rsync runs in a session of its own, so the terminal's
+    # signals reach it only this way.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
     gsync = import_sync()
     if gsync is None:
         return 1
-    once = args.once or args.dry_run
+    watching = not (args.once or args.dry_run)
     try:
-        source = args.source.resolve()
-        if not source.is_dir():
-            raise gsync.UsageError(f"--source {args.source} is not a folder")
-        dest = gsync.load_destination(args.dest, source)
-        gsync.check_tools(need_watchman=not once, need_ssh=dest.is_remote and args.rsh is None)
-        retries = args.retries if args.retries is not None else (3 if once else None)
+        source = gsync.load_source(args.source)
         config = gsync.SyncConfig(
             source=source,
-            dest=dest,
+            dest=gsync.load_destination(args.dest, source),
             delete=args.delete,
             dry_run=args.dry_run,
+            adopt=args.adopt,
             rsh=args.rsh,
-            retries=retries,
+            retries=args.retries if args.retries is not None else (None if watching else 3),
             retry_wait=args.retry_wait,
         )
-        print(
-            f"syncing {source} -> {dest}{' (dry run: nothing is sent)' if args.dry_run else ''}", flush=True
+        gsync.mirror(
+            config,
+            on_sync=result_printer(watching, args.dry_run, args.verbose),
+            watching=watching,
+            own_watchman=args.own_watchman,
+            on_start=print_start,
         )
-        if once:
-            print_result(gsync.sync(config), "would send" if args.dry_run else "synced", args.verbose)
-            return 0
-        return watch(gsync, config, args.own_watchman, args.verbose)
     except gsync.UsageError as error:
         print(f"sync.py: error: {error}", file=sys.stderr)
         return 2
@@ -144,27 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sync.py: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if watching:
+            print("stopped", file=sys.stderr, flush=True)
+            return 0
         print("sync.py: interrupted before the sync finished", file=sys.stderr)
         return 1
-
-
-def watch(gsync, config, own_watchman: bool, verbose: bool) -> int:
-    labels = iter(["initial sync"])
-
-    def on_sync(result):
-        print_result(result, next(labels, "synced"), verbose)
-
-    try:
-        if own_watchman:
-            with (
-                tempfile.TemporaryDirectory(prefix="ginlab-watchman-") as folder,
-                gsync.OwnWatchman(Path(folder)) as service,
-            ):
-                gsync.watch(config, on_sync, sockpath=service.sockpath)
-        else:
-            gsync.watch(config, on_sync)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr, flush=True)
     return 0
 
 

@@ -6,6 +6,8 @@ tests that need them are skipped, unless GINLAB_REQUIRE_SERVICES=1 (CI) makes th
 Waiting is done by polling with a deadline, never by fixed sleeps.
 """
 
+import datetime
+import json
 import os
 import re
 import shutil
@@ -13,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -134,6 +137,12 @@ def project(tmp_path):
 
 
 SYNCED = {"src/pkg/model.py", "src/pkg/data/loader.py", "configs/base.gin", "README.md", ".syncignore"}
+# Written into DEST by the first sync: DEST is ginlab's mirror of the project (and --delete is allowed there).
+MARKER = ".ginlab-sync.json"
+
+
+def read_marker(dest: Path) -> dict:
+    return json.loads((dest / MARKER).read_text())
 
 
 class Watcher:
@@ -226,7 +235,7 @@ def test_once_sends_code_and_leaves_excluded_paths_behind(project, tmp_path, pla
     dest = tmp_path / "mirror"
     completed = run_sync([str(dest), "--source", str(project), "--once"], plain_env)
     assert completed.returncode == 0, completed.stderr
-    assert files_under(dest) == SYNCED
+    assert files_under(dest) == SYNCED | {MARKER}
     # One line per sync: files, bytes, time.
     assert re.search(
         r"synced: 5 files, [\d.]+ (B|kB) \([\d.]+ (B|kB) sent\) in \d+\.\d\d s", completed.stdout
@@ -250,13 +259,14 @@ def test_dry_run_lists_what_would_go_and_sends_nothing(project, tmp_path, plain_
     dest = tmp_path / "mirror"
     dest.mkdir()
     (dest / "stale.py").write_text("deleted locally long ago\n")
-    completed = run_sync([str(dest), "--source", str(project), "--dry-run", "--delete"], plain_env)
+    # --adopt: DEST was not made by ginlab (it has no marker), so --delete alone would be refused.
+    completed = run_sync([str(dest), "--source", str(project), "--dry-run", "--delete", "--adopt"], plain_env)
     assert completed.returncode == 0, completed.stderr
     assert "would send: 5 files" in completed.stdout
     assert re.search(r"^  \S+ +src/pkg/model\.py$", completed.stdout, re.MULTILINE)
     assert re.search(r"^  \*deleting +stale\.py$", completed.stdout, re.MULTILINE)
     assert "results" not in completed.stdout
-    assert files_under(dest) == {"stale.py"}
+    assert files_under(dest) == {"stale.py"}, "a dry run writes nothing, not even the marker"
 
 
 def test_delete_removes_only_inside_dest_and_keeps_remote_excluded_paths(project, tmp_path, plain_env):
@@ -276,9 +286,10 @@ def test_delete_removes_only_inside_dest_and_keeps_remote_excluded_paths(project
     beside.mkdir()
     (beside / "keep.txt").write_text("next to DEST")
 
-    completed = run_sync([str(dest), "--source", str(project), "--once"], plain_env)
+    # --adopt: DEST holds files and no marker; this makes it the project's mirror (see the tests below).
+    completed = run_sync([str(dest), "--source", str(project), "--once", "--adopt"], plain_env)
     assert completed.returncode == 0, completed.stderr
-    assert files_under(dest) == SYNCED | set(remote_only), "without --delete nothing is deleted"
+    assert files_under(dest) == SYNCED | set(remote_only) | {MARKER}, "without --delete nothing is deleted"
 
     completed = run_sync([str(dest), "--source", str(project), "--once", "--delete"], plain_env)
     assert completed.returncode == 0, completed.stderr
@@ -288,7 +299,7 @@ def test_delete_removes_only_inside_dest_and_keeps_remote_excluded_paths(project
         "src/pkg/__pycache__/model.cpython-311.pyc",
         "old/scratch.tmp",
     }
-    assert files_under(dest) == SYNCED | kept
+    assert files_under(dest) == SYNCED | kept | {MARKER}, "--delete never deletes the marker"
     assert (dest / "results/run7/metrics.csv").read_text() == "produced on the remote"
     assert files_under(beside) == {"keep.txt"}
     assert re.search(r"synced: 0 files, 0 B .*, 4 deleted", completed.stdout)
@@ -312,6 +323,142 @@ def test_unsafe_dest_is_a_usage_error(project, plain_env, dest, message):
     assert completed.returncode == 2
     assert message in completed.stderr
     assert "Give a folder of its own" in completed.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# --delete only into a DEST that ginlab created (its marker names this project)
+
+
+@pytest.fixture
+def local_ssh(tmp_path):
+    """A stand-in for ssh that runs the remote rsync on this machine (user@host:PATH is local PATH)."""
+    script = tmp_path / "local-ssh"
+    script.write_text('#!/bin/sh\nwhile [ "$1" != rsync ]; do shift; done\nexec sh -c "$*"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.fixture
+def unrelated_folder(tmp_path):
+    """A folder that ginlab did not create: somebody's thesis."""
+    folder = tmp_path / "thesis"
+    (folder / "figures").mkdir(parents=True)
+    (folder / "thesis.tex").write_text("\\documentclass{article}\n")
+    (folder / "figures/plot.pdf").write_text("%PDF")
+    return folder
+
+
+@pytest.mark.parametrize("mode", [["--dry-run"], ["--once"], []], ids=["dry-run", "once", "watch"])
+def test_delete_into_a_folder_ginlab_did_not_create_is_refused(
+    project, unrelated_folder, env, watchman_sock, mode
+):
+    completed = run_sync(
+        [str(unrelated_folder), "--source", str(project), "--delete", *mode], env, timeout=30
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert f"DEST {unrelated_folder} holds 2 files or folders (figures/, thesis.tex)" in completed.stderr
+    assert "has no .ginlab-sync.json" in completed.stderr
+    assert "--adopt" in completed.stderr
+    assert "deleting" not in completed.stdout
+    assert files_under(unrelated_folder) == {"thesis.tex", "figures/plot.pdf"}, (
+        "nothing sent, nothing deleted"
+    )
+    assert str(project) not in watched_roots(watchman_sock)
+
+
+def test_remote_delete_into_a_folder_ginlab_did_not_create_is_refused(
+    project, unrelated_folder, tmp_path, plain_env, local_ssh
+):
+    completed = run_sync(
+        [
+            f"alice@cluster:{unrelated_folder}",
+            "--source",
+            str(project),
+            "--once",
+            "--delete",
+            "--rsh",
+            local_ssh,
+        ],
+        plain_env,
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert f"DEST alice@cluster:{unrelated_folder} holds 2 files or folders" in completed.stderr
+    assert files_under(unrelated_folder) == {"thesis.tex", "figures/plot.pdf"}
+
+    # A remote DEST that the first sync creates gets the marker, and --delete works there.
+    dest = tmp_path / "remote-home" / "mirror"
+    dest.parent.mkdir()
+    remote = [f"alice@cluster:{dest}", "--source", str(project), "--once", "--rsh", local_ssh]
+    assert run_sync(remote, plain_env).returncode == 0
+    assert read_marker(dest)["source"] == str(project)
+    (dest / "stale.py").write_text("")
+    completed = run_sync([*remote, "--delete"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert files_under(dest) == SYNCED | {MARKER}
+
+
+def test_first_sync_writes_the_marker_and_delete_keeps_it(project, tmp_path, plain_env):
+    dest = tmp_path / "mirror"
+    assert run_sync([str(dest), "--source", str(project), "--once"], plain_env).returncode == 0
+    marker = read_marker(dest)
+    assert (marker["source"], marker["host"]) == (str(project), socket.gethostname())
+    assert datetime.datetime.fromisoformat(marker["created"]).tzinfo is not None
+    (dest / "stale.py").write_text("")
+    completed = run_sync([str(dest), "--source", str(project), "--once", "--delete"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert files_under(dest) == SYNCED | {MARKER}
+    assert read_marker(dest) == marker, "the marker is written once, when ginlab creates DEST"
+
+
+def test_an_empty_folder_becomes_a_mirror(project, tmp_path, plain_env):
+    dest = tmp_path / "mirror"
+    dest.mkdir()
+    completed = run_sync([str(dest), "--source", str(project), "--once", "--delete"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert files_under(dest) == SYNCED | {MARKER}
+
+
+def test_sync_without_delete_into_a_folder_ginlab_did_not_create_adds_no_marker(
+    project, unrelated_folder, plain_env
+):
+    completed = run_sync([str(unrelated_folder), "--source", str(project), "--once"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert files_under(unrelated_folder) == SYNCED | {"thesis.tex", "figures/plot.pdf"}
+    assert "Without --delete nothing is deleted there; --delete will be refused there" in completed.stderr
+
+
+def test_adopt_makes_a_folder_this_projects_mirror(project, unrelated_folder, plain_env):
+    args = [str(unrelated_folder), "--source", str(project)]
+    completed = run_sync([*args, "--dry-run", "--delete", "--adopt"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert re.search(r"^  \*deleting +thesis\.tex$", completed.stdout, re.MULTILINE)
+    assert files_under(unrelated_folder) == {"thesis.tex", "figures/plot.pdf"}, "a dry run adopts nothing"
+
+    completed = run_sync([*args, "--once", "--adopt"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert read_marker(unrelated_folder)["source"] == str(project)
+    completed = run_sync([*args, "--once", "--delete"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert files_under(unrelated_folder) == SYNCED | {MARKER}
+
+
+def test_delete_into_another_projects_mirror_is_refused(project, tmp_path, plain_env):
+    dest = tmp_path / "mirror"
+    assert run_sync([str(dest), "--source", str(project), "--once"], plain_env).returncode == 0
+    other = tmp_path / "other-project"
+    shutil.copytree(project, other)
+    (other / "README.md").unlink()
+
+    completed = run_sync([str(dest), "--source", str(other), "--once", "--delete"], plain_env)
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert f"DEST {dest} is the mirror of {project} on {socket.gethostname()}" in completed.stderr
+    assert f"not of {other}" in completed.stderr
+    assert files_under(dest) == SYNCED | {MARKER}
+
+    completed = run_sync([str(dest), "--source", str(other), "--once", "--delete", "--adopt"], plain_env)
+    assert completed.returncode == 0, completed.stderr
+    assert read_marker(dest)["source"] == str(other)
+    assert files_under(dest) == SYNCED - {"README.md"} | {MARKER}
 
 
 def test_invalid_syncignore_is_a_usage_error_naming_the_line(project, tmp_path, plain_env):
@@ -390,6 +537,8 @@ TRICKY_TREE = [
     "notes.txt~",
     ".watchman-cookie-vm-1-2",
     "plain.py",
+    ".ginlab-sync.json",  # the source is itself a mirror: its marker is not this mirror's
+    "sub/.ginlab-sync.json",
 ]
 
 
@@ -405,7 +554,8 @@ def test_rsync_sends_exactly_what_the_filter_does_not_exclude(tmp_path, plain_en
 
     completed = run_sync([str(tmp_path / "mirror"), "--source", str(source), "--once"], plain_env)
     assert completed.returncode == 0, completed.stderr
-    assert files_under(tmp_path / "mirror") == expected
+    assert files_under(tmp_path / "mirror") == expected | {MARKER}
+    assert read_marker(tmp_path / "mirror")["source"] == str(source), "the source's own marker stays home"
     # And the filter itself matches gitignore semantics on these paths.
     assert expected == {
         ".syncignore",
@@ -420,6 +570,7 @@ def test_rsync_sends_exactly_what_the_filter_does_not_exclude(tmp_path, plain_en
         "src/data/loader.py",
         "plain.py",
         "mlruns/0/meta.yaml",  # a default brought back by `!`, at the top only
+        "sub/.ginlab-sync.json",  # only the top-level marker is DEST's own
     }
 
 
@@ -447,12 +598,15 @@ def test_cache_rules_are_perishable():
     assert gsync.gitignore_to_rsync("__pycache__/", perishable=True) == ["-p __pycache__/"]
     rules = gsync.build_filter(Path("/nonexistent")).rsync_rules()
     assert "-p __pycache__/" in rules and "- /results/" in rules
-    assert rules[:2] == ["- .git", "- .watchman-cookie-*"], "git and cookies come first: no `!` can undo them"
+    assert rules[:3] == ["- .git", "- .watchman-cookie-*", "- /.ginlab-sync.json"], (
+        "git, cookies and DEST's marker come first: no `!` can undo them"
+    )
 
 
 def test_rsync_stats_are_parsed():
     output = (
-        "*deleting   old.py\n>f+++++++++ src/a.py\n.d..t...... src/\n\nNumber of files: 22 (reg: 9, dir: 13)\n"
+        "*deleting   old.py\n>f+++++++++ src/a.py\n.d..t...... src/\n\n"
+        "Number of files: 22 (reg: 9, dir: 13)\n"
         "Number of deleted files: 1 (reg: 1)\nNumber of regular files transferred: 2\n"
         "Total transferred file size: 123,458 bytes\nTotal bytes sent: 1,124,072\n"
     )
@@ -485,7 +639,7 @@ def test_watch_follows_create_modify_delete_rename(project, tmp_path, env, watch
     dest = tmp_path / "mirror"
     watcher = start_watcher([str(dest), "--source", str(project), "--delete"], env)
     watcher.wait_for_output(r"initial sync: 5 files")
-    assert files_under(dest) == SYNCED
+    assert files_under(dest) == SYNCED | {MARKER}
 
     (project / "src/pkg/new.py").write_text("created\n")
     wait_until(lambda: (dest / "src/pkg/new.py").is_file(), what="a created file")
@@ -677,7 +831,9 @@ def test_remote_that_comes_back_gets_the_changes(project, tmp_path, env, start_w
     fake_ssh.write_text(
         "#!/bin/sh\n"
         f"echo x >> {attempts}\n"
-        f'if [ $(wc -l < {attempts}) -le 3 ]; then echo "ssh: connect to host cluster: No route" >&2; exit 255; fi\n'
+        f"if [ $(wc -l < {attempts}) -le 3 ]; then\n"
+        '  echo "ssh: connect to host cluster: No route" >&2; exit 255\n'
+        "fi\n"
         'while [ "$1" != rsync ]; do shift; done\n'
         'exec sh -c "$*"\n'
     )
@@ -693,3 +849,119 @@ def test_remote_that_comes_back_gets_the_changes(project, tmp_path, env, start_w
     watcher.wait_for_output(r"works again after 3 failed attempts")
     wait_until(lambda: files_under(dest) >= SYNCED | {"src/pkg/while_down.py"}, what="the catch-up sync")
     assert watcher.interrupt() == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Stopping ends rsync's remote shell too
+
+
+def live_group_members(group: int) -> list[int]:
+    """The live (not zombie) processes of process group `group`, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, process_group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(process_group) == group and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+class HangingSsh:
+    """A remote shell that never connects: it notes its pid, its child's and its process group, then waits.
+
+    Args:
+        ignore_sigterm: make it (and its child) ignore SIGTERM, so that only SIGKILL ends them.
+        quiet_child: its child writes to /dev/null instead of holding rsync's stdout and stderr open.
+    """
+
+    def __init__(self, folder: Path, ignore_sigterm: bool = False, quiet_child: bool = False):
+        self.path = folder / "hanging-ssh"
+        self.info = folder / "hanging-ssh.info"
+        self.path.write_text(
+            "#!/bin/sh\n"
+            + ("trap '' TERM\n" if ignore_sigterm else "")
+            + ("sleep 600 >/dev/null 2>&1 &\n" if quiet_child else "sleep 600 &\n")
+            + f"echo \"$$ $! $(cut -d' ' -f5 /proc/$$/stat)\" > {self.info}.tmp\n"
+            + f"mv {self.info}.tmp {self.info}\n"
+            + "wait\n"
+        )
+        self.path.chmod(0o755)
+
+    def wait_until_started(self) -> tuple[int, int, int]:
+        """(its pid, its child's pid, its process group), once it runs."""
+        wait_until(self.info.exists, what="the remote shell to start")
+        pid, child, group = map(int, self.info.read_text().split())
+        return pid, child, group
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL the shell and its child if they are still there (the bug under test leaves them)."""
+        if self.info.exists():
+            for pid in map(int, self.info.read_text().split()[:2]):
+                if process_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "mode, signum, ignore_sigterm, exit_code",
+    [
+        (["--once"], signal.SIGINT, False, 1),
+        ([], signal.SIGINT, False, 0),
+        ([], signal.SIGTERM, True, 0),
+        ([], signal.SIGHUP, False, 0),
+    ],
+    ids=["once-ctrl-c", "watch-ctrl-c", "watch-sigterm-ignored-by-ssh", "watch-terminal-closed"],
+)
+def test_stopping_while_ssh_hangs_leaves_no_process_behind(
+    project, tmp_path, env, start_watcher, mode, signum, ignore_sigterm, exit_code
+):
+    ssh = HangingSsh(tmp_path, ignore_sigterm)
+    watcher = start_watcher(
+        [f"alice@cluster:{tmp_path / 'mirror'}", "--source", str(project), "--rsh", str(ssh.path), *mode], env
+    )
+    try:
+        pid, child, group = ssh.wait_until_started()
+        watcher.process.send_signal(signum)
+        assert watcher.process.wait(timeout=30) == exit_code, watcher.stderr
+        assert not process_alive(pid) and not process_alive(child), "the remote shell outlived sync.py"
+        assert group != os.getpgrp(), "rsync and its remote shell run in a process group of their own"
+        assert live_group_members(group) == []
+        assert ("stopped" if exit_code == 0 else "interrupted before the sync finished") in watcher.stderr
+        assert "Traceback" not in watcher.stderr
+    finally:
+        ssh.kill_leftovers()
+
+
+@pytest.mark.parametrize("quiet_child", [True, False], ids=["quiet-child", "child-holds-output"])
+def test_rsync_timeout_leaves_no_process_behind(project, tmp_path, quiet_child):
+    """rsync gives up on a silent remote shell after its I/O timeout; what it started must end too."""
+    require_tool("rsync")
+    ssh = HangingSsh(tmp_path, quiet_child=quiet_child)
+    config = gsync.SyncConfig(
+        source=project,
+        dest=gsync.Destination(str(tmp_path / "mirror"), host="alice@cluster"),
+        rsh=str(ssh.path),
+        retries=0,
+        io_timeout=1,
+    )
+    errors = []
+
+    def run():
+        try:
+            gsync.sync(config)
+        except gsync.RsyncError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        thread.join(timeout=60)  # a deadline against a hang, not a measurement
+        assert not thread.is_alive(), "sync did not return after rsync's own timeout"
+        assert errors and errors[0].returncode == 30 and "io timeout" in str(errors[0])
+        pid, child, group = ssh.wait_until_started()
+        assert not process_alive(pid) and not process_alive(child), "the remote shell outlived rsync"
+        assert live_group_members(group) == []
+    finally:
+        ssh.kill_leftovers()
+        thread.join(timeout=10)
