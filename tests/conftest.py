@@ -238,3 +238,29 @@ def shared_run(tmp_path_factory, name: str, *args, **kwargs) -> Path:
             train(folder, *args, check=0, **kwargs)
             done.write_text("finished\n")
     return folder
+
+
+def train_here(*args, capsys) -> tuple[int, str, str]:
+    """bin/train.py's workflow in this process, for what ends before training (configuration errors): the exit
+    code, stdout and stderr. Fast (no interpreter start); anything about processes uses `train`."""
+    import signal
+
+    from ginlab.training.main import main
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    save_dir, *rest = [str(a) for a in args]
+    configs, bindings, i = [], [], 0
+    while i < len(rest):
+        if rest[i] == "-b":
+            bindings.append(rest[i + 1])
+            i += 2
+        else:
+            configs.append(rest[i])
+            i += 1
+    try:
+        code = main(save_dir, configs, bindings, ["bin/train.py", *map(str, args)])
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    out = capsys.readouterr()
+    return code, out.out, out.err

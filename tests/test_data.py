@@ -137,3 +137,21 @@ def test_cifar10_missing_data_names_the_path_and_layout(tmp_path, monkeypatch):
         CIFAR10().check()
     assert "data_batch_1.bin" in str(error.value) and "test_batch.bin" in str(error.value)
     assert str(tmp_path) in str(error.value)
+
+
+class Three(__import__("ginlab.data", fromlist=["InMemoryDataModule"]).InMemoryDataModule):
+    """A dataset of its own: 3 classes, labels 0, 1, 2."""
+
+    def load(self):
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(90, 1, 4, 4, generator=g), torch.arange(90) % 3
+
+
+def test_the_number_of_classes_is_inferred_from_the_labels_or_checked_against_them():
+    data = Three(batch_size=8)
+    data.setup()
+    assert data.num_classes == 3
+    from ginlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"labels run from 0 to 2, outside 0 .. num_classes - 1"):
+        Three(batch_size=8, num_classes=2).setup()

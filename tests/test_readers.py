@@ -424,3 +424,14 @@ def test_a_reload_refuses_a_history_shorter_than_its_checkpoint_counts(tmp_path)
     )
     assert "delete the newer step-*.ckpt files" in proc.stderr
     assert tree_snapshot(run) == before
+
+
+def test_an_include_is_found_beside_the_including_file_as_bin_train_finds_it(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.gin").write_text("f.n = 1\n")
+    (tmp_path / "configs" / "main.gin").write_text('include "base.gin"\nf.m = 2\n')
+    main = tmp_path / "configs" / "main.gin"
+    assert read_gin(main.read_text(), str(main), mode="text", root=tmp_path / "elsewhere") == {
+        "f.n": "1",
+        "f.m": "2",
+    }

@@ -61,3 +61,16 @@ def test_check_bindings_is_what_experiments_use():
     check_bindings([ROOT / "configs" / "toy.gin"], ["torch.optim.Adam.lr=0.1"])
     with pytest.raises(ConfigError, match="Did you mean: lr"):
         check_bindings([ROOT / "configs" / "toy.gin"], "torch.optim.Adam.lrr=0.1")
+
+
+def test_the_model_and_data_packages_import_every_module_of_theirs():
+    # Adding a model or a dataset is one file with one decorator: nothing to add to an __init__.
+    import pkgutil
+    import sys
+
+    import ginlab.data
+    import ginlab.models
+
+    for package in (ginlab.models, ginlab.data):
+        for module in pkgutil.iter_modules(package.__path__):
+            assert f"{package.__name__}.{module.name}" in sys.modules

@@ -10,11 +10,14 @@ import random
 import resource
 import signal
 import socket
+import tempfile
 import time
 
 import pytest
 import torch
 from conftest import read_json, read_jsonl, shared_run, start_train, train, tree_snapshot
+
+from ginlab.runfolder import RunFolder
 
 RELOAD = ["-b", "training_loop.reload=True"]
 
@@ -261,7 +264,7 @@ def test_signal_handlers_only_set_flags_and_a_second_ctrl_c_stops_at_once():
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:
-        checkpointer = Checkpointer("unused", history=None)
+        checkpointer = Checkpointer(RunFolder(tempfile.mkdtemp()), history=None)
         checkpointer.install_signal_handlers()
         os.kill(os.getpid(), signal.SIGUSR1)
         assert checkpointer.stop_signal == signal.SIGUSR1 and not checkpointer.hard_stop

@@ -51,7 +51,7 @@ def explain(error: Exception, files, bindings) -> str:
         else:
             message += _suggest(m.group(2), parameter_names(m.group(1)), f"Parameters of {m.group(1)}")
     elif "malformed node or string" in message:
-        message = _unquoted(message)
+        message = _unquoted(message, bindings)
     elif isinstance(error, ImportError):
         message += "\nA module imported from a .gin file must be importable: check its name and PYTHONPATH."
     elif isinstance(error, SyntaxError) and not re.search(r"\bIn file\b|In -b|\.gin", message):
@@ -59,16 +59,22 @@ def explain(error: Exception, files, bindings) -> str:
     return message
 
 
-def _unquoted(message: str) -> str:
+def _unquoted(message: str, bindings) -> str:
     """gin's "malformed node or string ... <ast.Name object at 0x...>" for a bare word: say strings need quotes."""
-    where = message.split("\n", 1)[1].strip() if "\n" in message else ""
-    binding = re.search(r"In -b '([^']*)'", where)
-    text = binding.group(1) if binding else where
-    name, _, value = text.partition("=")
-    hint = f' (write {name.strip()} = "{value.strip()}")' if value.strip() else ""
+    token = re.search(r"Failed to parse token '([^']*)' \(line (\d+)\)", message)
+    word, line = (token.group(1), int(token.group(2))) if token else ("the value", 0)
+    file = re.search(r'In file "[^"]+", line \d+', message)
+    if file:
+        where = file.group(0)
+    elif 0 < line <= len(bindings):
+        where = f"In -b '{bindings[line - 1]}'"
+    else:
+        where = "In the bindings"
+    binding = re.search(r"-b '([^'=]*)=", where)
+    hint = f' (write {binding.group(1).strip()} = "{word}")' if binding else ""
     return (
-        f"{text}: {value.strip() or 'the value'} is not a gin value. Strings need quotes{hint}; references to "
-        f"a configurable start with @ (@torch.optim.SGD), macros with % (%LR).\n  {where}"
+        f"{word} is not a gin value. Strings need quotes{hint}; references to a configurable start with @ "
+        f"(@torch.optim.SGD), macros with % (%LR).\n  {where}"
     )
 
 

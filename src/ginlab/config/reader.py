@@ -12,8 +12,8 @@ mode="text" (experiments: was a run folder started with the prepared config?): e
     writes them, references "@name" / "@name()", macros "%NAME" (not resolved; a macro's own binding
     `LR = 0.1` is a key of its own, "LR").
 
-Includes are followed when `root` is given, their paths taken relative to it (bin/train.py runs from the
-repository root): a missing included file is the entry "include FILE": "missing", a file already being read
+Includes are followed when `root` is given, each path looked up as bin/train.py looks it up: beside the file
+that includes it first, then relative to `root` (bin/train.py's working directory, the repository root): a missing included file is the entry "include FILE": "missing", a file already being read
 "include FILE": "included". Without `root` they are skipped: a run's config.gin (gin's operative config) has
 none, and load_C reads nothing outside the run folder.
 """
@@ -74,7 +74,8 @@ def read_gin(
         text: the gin text.
         filename: where it comes from, for error messages.
         mode: "values" (typed values, macros resolved) or "text" (canonical text, macros kept).
-        root: follow include statements, with paths relative to this folder; None skips them.
+        root: follow include statements (beside the including file, else relative to this folder); None skips
+            them.
 
     Raises:
         ValueError: the text (or an included file) is not valid gin; the message names the file and line.
@@ -106,8 +107,7 @@ def _read(text: str, filename: str, root: Path | None, seen: frozenset, bindings
         ) from None
     for statement in statements:
         if isinstance(statement, config_parser.IncludeStatement) and root is not None:
-            path = Path(statement.filename)
-            path = path if path.is_absolute() else root / path
+            path = _find_include(statement.filename, filename, root)
             if not path.is_file():
                 bindings[f"include {statement.filename}"] = "missing"
             elif path.resolve() in seen:  # an include cycle: gin would recurse forever
@@ -121,6 +121,15 @@ def _read(text: str, filename: str, root: Path | None, seen: frozenset, bindings
             bindings[key] = statement.value
             if not statement.arg_name:  # `NAME = value` binds a macro
                 macros[key] = statement.value
+
+
+def _find_include(name: str, including: str, root: Path) -> Path:
+    """Where bin/train.py finds an included file: beside the including file, else relative to root."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    beside = Path(including).parent / path
+    return beside if including != "<text>" and beside.is_file() else root / path
 
 
 def _problem(error: Exception) -> str:

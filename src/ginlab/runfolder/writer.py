@@ -133,6 +133,7 @@ class RunFolder(fmt.RunPaths):
         self.writer = writer
         self._lock = None
         self._created_folder = False
+        self.recorded_exit_code: int | None = None  # what mark_ended wrote in this process
 
     # -- what is there -------------------------------------------------------------------------------------
     def read_meta(self) -> dict:
@@ -308,6 +309,7 @@ class RunFolder(fmt.RunPaths):
     def mark_ended(self, status: str, exit_code: int, error: dict | None = None) -> None:
         """Record how the run ended (status and exit code agree with what the process exits with)."""
         self.update_meta(status=status, ended=now(), heartbeat=now(), exit_code=exit_code, error=error)
+        self.recorded_exit_code = exit_code
 
     @_writes
     def write_config(self, operative_gin: str, flat: dict) -> None:

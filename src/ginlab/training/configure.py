@@ -9,7 +9,7 @@ import os
 
 import gin
 
-from ginlab.config import Change, classify, flat_config, parse, split_bindings
+from ginlab.config import Change, check_choice, classify, flat_config, parse, split_bindings
 from ginlab.errors import ConfigError, RunFolderError
 from ginlab.runfolder import (
     RunFolder,
@@ -38,8 +38,7 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
     bindings = split_bindings(binding_strings)
     parse(config_files, bindings)
     reload = _query("training_loop.reload", False)
-    if reload not in (False, True, "auto"):
-        raise ConfigError(f'training_loop.reload = {reload!r}: expected True, False or "auto".')
+    check_choice("training_loop.reload", reload, [False, True, "auto"])
     if not config_files and reload is False:
         raise ConfigError(
             "No CONFIG file given: a fresh run needs at least one .gin file (e.g. configs/cnn.gin); only a reload "

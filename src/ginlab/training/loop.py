@@ -49,6 +49,7 @@ class Launch:
     start: Start | None = None
     changes: list = dataclasses.field(default_factory=list)
     on_folder_ready: Callable | None = None
+    run: RunFolder | None = None  # set by training_loop: the folder it opened (its recorded exit code)
 
 
 @gin.configurable("training_loop", denylist=["save_dir", "launch"])
@@ -93,7 +94,7 @@ def training_loop(
     launch = launch or Launch()
     _check_settings(n_epochs, seed, gradient_clip_val, monitor, monitor_mode, early_stopping_patience, reload,
                     reload_allow_changes, callbacks)  # fmt: skip
-    run = RunFolder(save_dir, writer=is_main_process())  # under DDP only rank 0 writes
+    run = launch.run = RunFolder(save_dir, writer=is_main_process())  # under DDP only rank 0 writes
     start = launch.start or plan_start(save_dir, reload)
     if start.action == "done" or reload == "auto" and finished_already(save_dir, start.meta, n_epochs):
         return read_summary(save_dir) or {}  # reload="auto" on a run that finished what was asked

@@ -8,7 +8,6 @@ training_loop.reload=True); 4 diverged (the training loss became NaN or infinite
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 
@@ -71,21 +70,14 @@ def main(save_dir: str, config_files: list[str], binding_strings: list[str], arg
         _ignore_stop_signals()  # the outcome is recorded: a late Ctrl-C must not change the exit code
         if tee is not None:
             tee.stop()
-    return _recorded(save_dir, code)
+    return _recorded(launch, code)
 
 
-def _recorded(save_dir: str, code: ExitCode) -> int:
-    """The exit code this process recorded in meta.json, when it recorded one: the record and the exit code
-    agree whatever interrupted the way out."""
-    from ginlab.runfolder import read_meta
-
-    try:
-        meta = read_meta(save_dir)
-    except (GinlabError, OSError):
-        return int(code)
-    if meta.get("pid") == os.getpid() and meta.get("exit_code") is not None and code != ExitCode.USAGE:
-        return int(meta["exit_code"])
-    return int(code)
+def _recorded(launch, code: ExitCode) -> int:
+    """The exit code the run folder recorded, when this run recorded one: the record and the exit code agree
+    whatever interrupted the way out (a second Ctrl-C, an error after the outcome was written)."""
+    recorded = launch.run.recorded_exit_code if launch.run is not None else None
+    return int(code) if recorded is None else int(recorded)
 
 
 def _ignore_stop_signals() -> None:
