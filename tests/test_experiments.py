@@ -9,6 +9,7 @@ Then, each on an experiment of its own: a run that fails in training, one that d
 epochs, a SIGKILLed bin/train.py (stale for every reader at once), and two runners at once.
 """
 
+import json
 import os
 import shlex
 import signal
@@ -509,6 +510,18 @@ def test_a_diverged_run_is_shown_as_such_never_retried_and_not_counted_as_a_resu
     left_out = summary.split("## Runs not in the results")[1].split("##")[0]
     assert f"| {bad} | diverged |" in left_out and "not a result, and not retried" in left_out
     assert "the training loss is nan" in left_out or "the training loss is inf" in left_out
+
+    # "pruned" (what a hyperparameter search will record for a run it stopped) is shown and kept the same way.
+    meta_path = runs / bad / "meta.json"
+    meta_path.write_text(json.dumps({**read_json(meta_path), "status": "pruned", "error": None}))
+    again = cli(main, "run")
+    assert again.returncode == 0 and "1 pruned" in again.stdout, again.stdout
+    assert len([line for line in log.read_text().splitlines() if " attempt " in line]) == 1
+    assert cli(main, "status").stdout.startswith("1 finished, 1 pruned")
+    assert runs_py(runs).stdout.splitlines()[2].split()[:2] == [bad, "pruned"]
+    assert cli(main, "report").returncode == 0
+    assert f"| {bad} | pruned |" in (report / "summary.md").read_text()
+    assert list(pd.read_csv(report / "best.csv")["n"]) == [1]
 
 
 def test_a_finished_run_asked_for_more_epochs_is_extended_not_refused(tmp_path):
