@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -57,7 +58,7 @@ def write_experiment(
 
 
 def cli(main: Path, *args, timeout=240, path=None, pythonpath=()) -> subprocess.CompletedProcess:
-    environment = env(pythonpath)
+    environment = {**env(pythonpath), "COLUMNS": "250"}  # tables wide enough that no cell is wrapped
     if path is not None:
         environment["PATH"] = path
     return subprocess.run(
@@ -589,6 +590,30 @@ def test_a_sigkilled_run_is_stale_at_once_for_runs_py_load_runs_and_status(tmp_p
     status = cli(main, "status")
     assert status.stdout.startswith("1 stale (died silently)"), status.stdout
     assert time.monotonic() - killed_at < 120  # well within the 5 minutes a heartbeat takes to go stale
+
+
+def test_a_run_folder_another_bin_train_py_is_starting_is_left_to_it(tmp_path):
+    # Between taking the run folder's lock and writing meta.json, a bin/train.py (started by hand from
+    # jobs.txt, or left by a killed runner) has the folder: a runner must wait for it, not start a second one.
+    main = write_experiment(tmp_path, "starting", {"training_loop.seed": [0]})
+    assert cli(main, "prepare", "--no-check").returncode == 0
+    run = tmp_path / "results" / "runs" / "seed=0"
+    run.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").touch()
+        info = {"host": socket.gethostname(), "pid": holder.pid, "started": "2026-12-03T17:00:00+00:00"}
+        (run / ".lock.json").write_text(json.dumps(info))
+        status = cli(main, "status")
+        assert status.stdout.startswith("1 starting"), status.stdout
+        assert (
+            f"being started by another process (host {socket.gethostname()}, pid {holder.pid})"
+            in status.stdout
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli(main, "status").stdout.startswith("1 left (not started)")  # a dead writer's file is no writer
 
 
 def test_two_runners_at_once_share_the_runs_instead_of_failing_each_other_s(tmp_path):

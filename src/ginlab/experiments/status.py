@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ginlab.experiments.backends.plan import REFUSE, RELOAD, SKIP, RunState, first_sentence, plan_run
+from ginlab.experiments.backends.plan import BUSY, REFUSE, RELOAD, SKIP, RunState, first_sentence, plan_run
 from ginlab.experiments.experiment import Experiment, Run
 from ginlab.runfolder import describe_owner
 from ginlab.runfolder import format as fmt
@@ -113,7 +113,7 @@ def details(run: Run, state: RunState) -> str:
     error = meta.get("error") or {}
     if state.action == REFUSE:
         return "; ".join(state.reasons)
-    if state.holder is not None:
+    if state.action == BUSY and state.status != fmt.RUNNING:  # claimed by a runner, or a writer starting
         return state.reasons[0]
     if state.status == fmt.FAILED:
         return f"{error.get('type', '')}: {error.get('message', '')}; log: {run.save_dir / fmt.LOG}"

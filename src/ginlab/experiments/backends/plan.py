@@ -14,6 +14,7 @@ compares it with the prepared configuration:
                                                                         purpose
     its process is alive                                  running       busy: left to that process
     start/reload, but another runner holds its claim      (any)         busy: left to that runner
+    locked by a live bin/train.py, no meta.json yet       missing       busy: left to that process
     made with another config                              (any)         refuse, naming each difference
     unreadable or newer meta.json, files of no run,       damaged       refuse, with the reader's message
     a format-1 run that would have to be continued
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import socket
 from pathlib import Path
 
 from ginlab.config.reader import read_gin
@@ -38,12 +40,14 @@ from ginlab.errors import ExitCode, RunFolderError
 from ginlab.experiments.backends.claims import RunClaim, describe_holder
 from ginlab.experiments.experiment import Run
 from ginlab.experiments.progress import Counts
+from ginlab.processes import process_alive
 from ginlab.runfolder import (
     RunPaths,
     describe_owner,
     finished_already,
     plan_start,
     read_config_json,
+    read_json,
     read_meta,
 )
 from ginlab.runfolder import format as fmt
@@ -76,10 +80,10 @@ class RunState:
     @property
     def shown_status(self) -> str:
         """The status a person is shown: "refused" for a run made with another config, "starting" for a
-        run another runner is starting."""
+        run that another runner or process is starting."""
         if self.action == REFUSE and self.status != DAMAGED:
             return "refused"
-        if self.holder is not None and self.status == MISSING:
+        if self.action == BUSY and self.status == MISSING:
             return "starting"
         return self.status
 
@@ -108,6 +112,10 @@ def _plan_folder(run: Run, root: Path) -> RunState:
         if not (run.save_dir / fmt.META).is_file():
             # A missing or empty folder starts; anything else is refused as bin/train.py would refuse it.
             plan_start(run.save_dir, "auto")
+            writer = _live_writer(run.save_dir)
+            if writer is not None:  # a bin/train.py took the folder and has not written meta.json yet
+                where = f"host {writer.get('host')}, pid {writer.get('pid')}"
+                return RunState(MISSING, BUSY, [f"being started by another process ({where})"])
             return RunState(MISSING, START)
         meta = read_meta(run.save_dir)
     except RunFolderError as error:  # damaged, newer format, a folder of someone else's files
@@ -133,6 +141,21 @@ def _plan_folder(run: Run, root: Path) -> RunState:
             f"not continue; continue it with the code it was started with (git commit {commit})",
         ], meta)  # fmt: skip
     return RunState(status, RELOAD, [], meta)
+
+
+def _live_writer(save_dir: Path) -> dict | None:
+    """Who holds the run folder's lock ({"host", "pid", ...} of its .lock.json), while that process lives on
+    this host. Read, never locked: taking the lock, even for a moment, could turn a starting writer away."""
+    try:
+        info = read_json(Path(save_dir) / fmt.LOCK_INFO)
+    except (OSError, RunFolderError):  # no writer, or one that is writing the file right now
+        return None
+    if not isinstance(info, dict):
+        return None
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int) or not process_alive(pid):
+        return None  # gone (a writer that died leaves the file), or on another host: bin/train.py decides
+    return info
 
 
 def _trained_enough(run: Run, meta: dict, saved: dict, prepared: dict) -> bool:
@@ -264,7 +287,7 @@ class Outcome:
     @property
     def ended_for_good(self) -> bool:
         """Nothing is left to do for this run: it finished (now or before), diverged or was pruned."""
-        return self.status in ("finished", "skipped", fmt.DIVERGED, fmt.PRUNED)
+        return self.status in ("skipped", *ENDED_FOR_GOOD)
 
 
 def skipped(run: Run, state: RunState) -> Outcome:
