@@ -46,7 +46,10 @@ def main() -> None:
         )
         runs = prepare(experiment, check=False)
         quiet = Console(quiet=True)
-        runner = LocalRunner(ROOT, Path(folder) / "logs", slots=args.slots, progress=Progress("bench", quiet))
+        paths = experiment.paths
+        runner = LocalRunner(
+            ROOT, paths.logs, paths.claims, slots=args.slots, progress=Progress("bench", quiet)
+        )
         started = time.monotonic()
         outcomes = runner.run(runs)
         wall = time.monotonic() - started

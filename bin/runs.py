@@ -6,26 +6,26 @@
     bin/runs.py results -f Adam.lr=0.001 -c cnn.dropout --metric val_loss
 
 The best metric is the one the runs monitor (summary.json), or --metric; runs that have not finished yet get
-it from their history so far. Status "stale" means the run says it is running but its heartbeat stopped.
+it from their history so far. Status "stale" means the run says it is running but its process is gone (on
+this host) or its heartbeat stopped (on another); "diverged" runs stopped on a NaN or infinite loss.
+Exit codes: 0 listed; 2 a folder, filter, status or option that cannot be used (the message says why).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import numbers
 import os
 import sys
-from collections import Counter
-from datetime import UTC, datetime
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from ginlab.analysis import RunFolderError, load_histories, load_runs  # noqa: E402
+from ginlab.analysis.runs_table import SORT_KEYS, RunsTable, parse_filters, runs_table  # noqa: E402
+from ginlab.errors import RunFolderError  # noqa: E402
 
 STATUS_STYLES = {
     "running": "green",
@@ -33,45 +33,32 @@ STATUS_STYLES = {
     "finished": "blue",
     "failed": "red",
     "interrupted": "magenta",
+    "diverged": "bold red",
+    "pruned": "dim",
 }
-SORT_KEYS = ("name", "status", "progress", "best", "age")
+MISSING = "-"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
     try:
-        where = args.folders[0] if len(args.folders) == 1 else args.folders
-        runs = load_runs(where, select=parse_filters(args.filter) or None, on_error="ignore")
-    except (RunFolderError, KeyError) as error:
+        table = runs_table(
+            args.folders[0] if len(args.folders) == 1 else args.folders,
+            select=parse_filters(args.filter) or None,
+            statuses=args.status.split(",") if args.status else None,
+            metric=args.metric,
+            mode=args.mode,
+            sort=args.sort,
+            reverse=args.reverse,
+            limit=args.limit,
+        )
+    except (RunFolderError, KeyError, ValueError) as error:
         print(f"runs.py: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 2
-    unreadable = runs.attrs["unreadable"]
-    metric, mode = monitored_metric(runs, args.metric, args.mode)
-    if args.status:
-        wanted = args.status.split(",")
-        unknown = sorted(set(wanted) - set(STATUS_STYLES))
-        if unknown:
-            print(
-                f"runs.py: unknown status {', '.join(unknown)}; statuses are {', '.join(STATUS_STYLES)}",
-                file=sys.stderr,
-            )
-            return 2
-        runs = runs[runs["status"].isin(wanted)]
-    runs = runs.assign(
-        best=best_values(runs, metric, mode),
-        age=age_seconds(runs),
-        progress=runs["epochs"]
-        / runs.get("training_loop.n_epochs", pd.Series(float("nan"), index=runs.index)),
-    )
-    ascending = args.sort not in ("best", "progress") or (args.sort == "best" and mode == "min")
-    runs = runs.sort_values(args.sort, ascending=ascending != args.reverse, na_position="last", kind="stable")
-    if args.limit:
-        runs = runs.head(args.limit)
-
-    console.print(build_table(runs, metric, mode, args.columns))
-    console.print(summary_line(runs, unreadable))
-    for reason in list(unreadable.values())[:5]:
+    console.print(build_table(table, args.columns))
+    console.print(summary_line(table))
+    for reason in list(table.unreadable.values())[:5]:
         console.print(Text(f"  unreadable: {reason}", style="yellow"))
     return 0
 
@@ -103,78 +90,18 @@ def parse_arguments(argv):
     return parser.parse_args(argv)
 
 
-def parse_filters(filters: list[str]) -> dict:
-    """["Adam.lr=0.001", "Adam.lr=0.01"] -> select for load_runs; values are JSON or else plain strings."""
-    select: dict[str, list] = {}
-    for text in filters:
-        name, separator, value = text.partition("=")
-        if not separator:
-            raise SystemExit(f"runs.py: a filter is NAME=VALUE, like Adam.lr=0.001, not {text!r}")
-        with contextlib.suppress(ValueError):
-            value = json.loads(value)
-        select.setdefault(name.strip(), []).append(value)
-    return {
-        name: values[0] if len(values) == 1 else (lambda value, options=tuple(values): value in options)
-        for name, values in select.items()
-    }
-
-
-def monitored_metric(
-    runs: pd.DataFrame, metric: str | None, mode: str | None
-) -> tuple[str | None, str | None]:
-    """The metric to show the best of: --metric, else the one most runs monitor; and min or max."""
-    monitors = (
-        Counter(zip(runs["monitor"].dropna(), runs["mode"].fillna(""), strict=False))
-        if len(runs)
-        else Counter()
-    )
-    if metric is None and monitors:
-        metric, mode = monitors.most_common(1)[0][0][0], mode or monitors.most_common(1)[0][0][1] or None
-    if metric is not None and mode is None:
-        known = [m for (name, m) in monitors if name == metric and m]
-        mode = known[0] if known else ("min" if "loss" in metric else "max")
-    return metric, mode
-
-
-def best_values(runs: pd.DataFrame, metric: str | None, mode: str | None) -> pd.Series:
-    """Best value of the metric per run:
-    summary.json's when it monitors that metric, else from the history."""
-    best = pd.Series(float("nan"), index=runs.index)
-    if metric is None or runs.empty:
-        return best
-    if f"best/{metric}" in runs:
-        best = runs[f"best/{metric}"].where(runs["monitor"] == metric).astype(float)
-    missing = runs[best.isna() & (runs["epochs"] > 0)]
-    if len(missing):
-        try:
-            histories = load_histories(missing, metrics=metric, on_error="ignore")
-        except KeyError:  # no run has logged this metric
-            return best
-        per_run = histories.groupby("run", observed=True)[metric].agg(mode)
-        best = best.fillna(missing["run"].map(per_run).astype(float))
-    return best
-
-
-def age_seconds(runs: pd.DataFrame) -> pd.Series:
-    """Seconds since each run last showed life: its last heartbeat while running, else its end."""
-    now = pd.Timestamp(datetime.now(UTC))
-    active = runs["status"].isin(["running", "stale"])
-    last = runs["heartbeat"].where(active, runs["end"].fillna(runs["heartbeat"]))
-    return (now - last).dt.total_seconds()
-
-
-def build_table(runs: pd.DataFrame, metric: str | None, mode: str | None, columns: list[str]) -> Table:
+def build_table(runs: RunsTable, columns: list[str]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("run", overflow="fold")
     table.add_column("status")
     table.add_column("progress", justify="right")
-    table.add_column(f"best {metric} ({mode})" if metric else "best", justify="right")
+    table.add_column(f"best {runs.metric} ({runs.mode})" if runs.metric else "best", justify="right")
     table.add_column("age", justify="right")
     for name in columns:
         table.add_column(name, justify="right")
-    for _, run in runs.iterrows():
+    for _, run in runs.frame.iterrows():
         total = run.get("training_loop.n_epochs")
-        progress = f"{run['epochs']}/{int(total)}" if pd.notna(total) else f"{run['epochs']}/?"
+        progress = f"{run['epochs']}/{int(total)}" if is_number(total) else f"{run['epochs']}/?"
         cells = [
             run["name"],
             Text(run["status"], style=STATUS_STYLES.get(run["status"], "")),
@@ -187,28 +114,33 @@ def build_table(runs: pd.DataFrame, metric: str | None, mode: str | None, column
     return table
 
 
-def summary_line(runs: pd.DataFrame, unreadable: dict) -> Text:
-    counts = Counter(runs["status"])
-    text = Text(f"{len(runs)} run{'' if len(runs) == 1 else 's'}: ")
-    text.append(", ".join(f"{count} {status}" for status, count in sorted(counts.items())) or "none")
-    if unreadable:
-        text.append(f"; {len(unreadable)} unreadable", style="yellow")
+def summary_line(runs: RunsTable) -> Text:
+    count = len(runs.frame)
+    text = Text(f"{count} run{'' if count == 1 else 's'}: ")
+    text.append(", ".join(f"{n} {status}" for status, n in runs.counts().items()) or "none")
+    if runs.unreadable:
+        text.append(f"; {len(runs.unreadable)} unreadable", style="yellow")
     return text
+
+
+def is_number(value) -> bool:
+    """A real number that is not NaN (numpy's too: the frame's cells are numpy scalars)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value  # NaN != NaN
 
 
 def format_value(value) -> str:
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value)
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "-"
+    if value is None or (isinstance(value, float) and value != value):
+        return MISSING
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
 
 
 def format_age(seconds: float) -> str:
-    if pd.isna(seconds):
-        return "-"
+    if not is_number(seconds):
+        return MISSING
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}" if seconds >= 10 * size else f"{seconds / size:.1f}{unit}"

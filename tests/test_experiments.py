@@ -4,10 +4,16 @@ The main flow is one story, run once per module: prepare a 2 x 2 grid; run it wi
 in the middle of the second run; run again and SIGKILL the runner itself; run again to the end. Each test
 then checks one promise on what that left behind: nothing finished was redone, interrupted runs were reloaded
 and are complete, the report is right, a changed config is refused by name.
+
+Then, each on an experiment of its own: a run that fails in training, one that diverges, one asked for more
+epochs, a SIGKILLed bin/train.py (stale for every reader at once), and two runners at once.
 """
 
+import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,9 +24,9 @@ import pandas as pd
 import pytest
 from conftest import ROOT, env, read_json, read_jsonl, tree_snapshot
 
-from ginlab.experiments.backends.classify import effective_status, read_meta
 from ginlab.experiments.grid import expand_grid, format_value, point_name, short_names
 from ginlab.experiments.progress import estimate_seconds
+from ginlab.runfolder import read_meta, run_status
 
 # ~1.5 s of training per run (4096 samples, 3 epochs): long enough to be interrupted mid-run.
 BINDINGS = ["training_loop.n_epochs = 3", "toy.num_samples = 4096"]
@@ -28,8 +34,11 @@ GRID = {"torch.optim.Adam.lr": [1e-3, 1e-2], "training_loop.seed": [0, 1]}
 NAMES = ["lr=0.001_seed=0", "lr=0.001_seed=1", "lr=0.01_seed=0", "lr=0.01_seed=1"]
 
 
-def write_experiment(folder: Path, name: str, grid, bindings=(), configs=("configs/toy.gin",)) -> Path:
-    """An experiment main.py like experiments/tune_lr/main.py, with its results in folder/results."""
+def write_experiment(
+    folder: Path, name: str, grid, bindings=(), configs=("configs/toy.gin",), x="torch.optim.Adam.lr"
+) -> Path:
+    """An experiment main.py like experiments/tune_lr/main.py, with its results in folder/results; its report
+    plots against `x`."""
     folder.mkdir(parents=True, exist_ok=True)
     main = folder / "main.py"
     main.write_text(
@@ -38,7 +47,7 @@ def write_experiment(folder: Path, name: str, grid, bindings=(), configs=("confi
 
         experiment = Experiment(
             name={name!r}, configs={list(configs)!r}, grid={grid!r}, bindings={list(bindings)!r},
-            report=ReportSpec(metric="val_acc", mode="max", x="torch.optim.Adam.lr", over="training_loop.seed",
+            report=ReportSpec(metric="val_acc", mode="max", x={x!r}, over="training_loop.seed",
                               labels={{"torch.optim.Adam.lr": "learning rate"}}),
             results_dir={str(folder / "results")!r}, root={str(ROOT)!r})
         if __name__ == "__main__":
@@ -48,8 +57,8 @@ def write_experiment(folder: Path, name: str, grid, bindings=(), configs=("confi
     return main
 
 
-def cli(main: Path, *args, timeout=240, path=None) -> subprocess.CompletedProcess:
-    environment = env()
+def cli(main: Path, *args, timeout=240, path=None, pythonpath=()) -> subprocess.CompletedProcess:
+    environment = {**env(pythonpath), "COLUMNS": "250"}  # tables wide enough that no cell is wrapped
     if path is not None:
         environment["PATH"] = path
     return subprocess.run(
@@ -63,17 +72,25 @@ def cli(main: Path, *args, timeout=240, path=None) -> subprocess.CompletedProces
     )
 
 
-def start_cli(main: Path, *args, one_core=False) -> subprocess.Popen:
+def start_cli(main: Path, *args, one_core=False, output=subprocess.PIPE) -> subprocess.Popen:
     """main.py as a process; `one_core`: on one CPU (so it sees 1 core, and gives its runs 1 torch thread)."""
     one = {min(os.sched_getaffinity(0))}
     return subprocess.Popen(
         [sys.executable, str(main), *args],
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
         env=env(),
         cwd=ROOT,
         preexec_fn=(lambda: os.sched_setaffinity(0, one)) if one_core else None,
+    )
+
+
+def runs_py(folder) -> subprocess.CompletedProcess:
+    """bin/runs.py on a folder of runs, as a program."""
+    command = [sys.executable, str(ROOT / "bin" / "runs.py"), str(folder)]
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**env(), "COLUMNS": "200"}, check=False
     )
 
 
@@ -94,9 +111,10 @@ def status_of(run_dir: Path) -> str | None:
 
 
 def live_status(run_dir: Path) -> str | None:
-    """As status_of, but "stale" for a "running" run whose process is gone (killed before its handlers)."""
-    meta = read_meta(run_dir)
-    return effective_status(meta) if meta else None
+    """As status_of, but "stale" for a "running" run whose process is gone (the one status rule)."""
+    if not (run_dir / "meta.json").is_file():
+        return None
+    return run_status(read_meta(run_dir))
 
 
 def training_started(run_dir: Path) -> bool:
@@ -155,9 +173,9 @@ def test_prepare_writes_one_config_per_point_and_a_jobs_file_and_is_safe_to_repe
     assert "training_loop.n_epochs = 3\n" in point
     assert "torch.optim.Adam.lr = 0.01\ntraining_loop.seed = 1\n" in point
     jobs = [line for line in (results / "jobs.txt").read_text().splitlines() if not line.startswith("#")]
-    assert jobs[3] == (
+    assert jobs[3] == (  # the command both backends run: bin/train.py decides start or continue
         f"python bin/train.py {results}/runs/lr=0.01_seed=1 configs/toy.gin "
-        f"{results}/configs/lr=0.01_seed=1.gin"
+        f"{results}/configs/lr=0.01_seed=1.gin -b 'training_loop.reload=\"auto\"'"
     )
     prepared = read_json(results / "experiment.json")
     assert [r["name"] for r in prepared["runs"]] == NAMES
@@ -337,22 +355,23 @@ def test_report_tables_figures_and_summary(flow):
 
 
 def test_a_finished_run_with_another_config_is_refused_by_name(flow, tmp_path):
-    changed = write_experiment(
-        flow["main"].parent, "flow", GRID, ["training_loop.n_epochs = 4", "toy.num_samples = 4096"]
-    )
+    # A model setting: a reload cannot change it (ginlab.config.reload), so bin/train.py would refuse it too.
+    changed = write_experiment(flow["main"].parent, "flow", GRID, [*BINDINGS, "cnn.dropout = 0.3"])
     before = {name: tree_snapshot(flow["runs"] / name) for name in NAMES}
     try:
         not_prepared = cli(changed, "run")
         assert not_prepared.returncode == 2
         assert "grid or bindings changed since `prepare`" in not_prepared.stdout
         prepared = cli(changed, "prepare", "--no-check")
-        assert "refused" in prepared.stdout
+        assert "4 refused" in prepared.stdout
         result = cli(changed, "run")
         assert result.returncode == 1
         assert "REFUSED lr=0.001_seed=0" in result.stdout
-        assert "training_loop.n_epochs: run folder has 3, prepared 4" in result.stdout
+        assert "cnn.dropout: run folder has 0.2, prepared 0.3" in result.stdout
         assert "4 refused" in result.stdout
         assert {name: tree_snapshot(flow["runs"] / name) for name in NAMES} == before
+        status = cli(changed, "status")
+        assert status.returncode == 1 and status.stdout.startswith("4 refused")
     finally:
         write_experiment(flow["main"].parent, "flow", GRID, BINDINGS)
         assert cli(flow["main"], "prepare", "--no-check").returncode == 0
@@ -370,7 +389,7 @@ def test_report_and_status_list_runs_that_are_missing(flow):
         assert "lr=0.01_seed=2" in status.stdout
         assert cli(bigger, "report").returncode == 0
         summary = (flow["runs"].parent / "report" / "summary.md").read_text()
-        assert "2 of 6 prepared runs are not finished" in summary
+        assert "2 of 6 prepared runs are not in the results" in summary
         assert "| lr=0.001_seed=2 | missing | 0 | never started |" in summary
         best = pd.read_csv(flow["runs"].parent / "report" / "best.csv")
         assert list(best["n"]) == [2, 2]  # means over the finished seeds only
@@ -382,23 +401,149 @@ def test_report_and_status_list_runs_that_are_missing(flow):
 # --- failures -----------------------------------------------------------------------------------------------
 
 
-def test_a_failing_run_is_retried_once_then_reported_with_its_log(tmp_path):
-    # batch_size 0 passes the gin check but fails inside training (exit 1), again on reload.
-    main = write_experiment(tmp_path, "fails", {"torch.optim.Adam.lr": [1e-3], "toy.batch_size": [0]})
+# A user's model from a module next to main.py (imported by an `import` line of its .gin file) that raises in
+# forward after a few training steps: a failure during training (exit 1), again when the run is continued.
+FRAGILE_MODELS = """\
+import torch
+from ginlab.registry import register_model
+
+
+@register_model("fragile")
+class Fragile(torch.nn.Module):
+    def __init__(self, input_shape, num_classes, fail_at=3):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, num_classes)
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, x):
+        self.calls += 1
+        if self.training and self.calls > self.fail_at:
+            raise RuntimeError("fragile model broke on purpose")
+        return self.linear(x.flatten(1))
+"""
+
+
+def fragile_config(folder: Path) -> Path:
+    (folder / "fragile_models.py").write_text(FRAGILE_MODELS)
+    config = folder / "fragile.gin"
+    # Only values the run uses: bin/train.py refuses to continue a run whose config files bind a value it
+    # never used (configs/toy.gin's cnn.* here), which would turn the retry into a refusal.
+    config.write_text(
+        "import fragile_models\n"
+        'training_loop.model = "fragile"\n'
+        'training_loop.datamodule = "toy"\n'
+        "training_loop.n_epochs = 3\n"
+        "training_loop.optimizer = @torch.optim.Adam\n"
+        "torch.optim.Adam.lr = 0.01\n"
+        'training_loop.monitor = "val_acc"\n'
+        "toy.num_samples = 256\n"
+    )
+    return config
+
+
+def test_a_run_that_fails_in_training_is_retried_once_then_reported_with_its_log(tmp_path):
+    config = str(fragile_config(tmp_path))
+    main = write_experiment(
+        tmp_path, "fails", {"fragile.fail_at": [3]}, configs=[config], x="fragile.fail_at"
+    )
     assert cli(main, "prepare", "--no-check").returncode == 0
-    result = cli(main, "run")
-    assert result.returncode == 1
-    log = tmp_path / "results" / "logs" / "lr=0.001_batch_size=0.log"
+    result = cli(main, "run", pythonpath=[tmp_path])
+    assert result.returncode == 1, result.stdout
+    log = tmp_path / "results" / "logs" / "fail_at=3.log"
+    assert "fail_at=3 failed (exit 1): RuntimeError: fragile model broke on purpose" in result.stdout
     assert "retrying" in result.stdout
-    assert "FAILED lr=0.001_batch_size=0: failed (exit 1): ZeroDivisionError" in result.stdout
+    assert "FAILED fail_at=3: failed (exit 1): RuntimeError: fragile model broke on purpose" in result.stdout
     assert str(log) in result.stdout
     attempts = [line for line in log.read_text().splitlines() if " attempt " in line]
     assert len(attempts) == 2 and "attempt 2 (reload)" in attempts[1]
+    meta = read_json(tmp_path / "results" / "runs" / "fail_at=3" / "meta.json")
+    assert meta["status"] == "failed" and len(meta["reloads"]) == 1  # the retry continued the same run
 
     assert cli(main, "report").returncode == 0
     summary = (tmp_path / "results" / "report" / "summary.md").read_text()
-    assert "| lr=0.001_batch_size=0 | failed |" in summary and "ZeroDivisionError" in summary
+    assert "| fail_at=3 | failed |" in summary and "fragile model broke on purpose" in summary
     assert "No run has finished yet" in summary
+
+
+def test_a_diverged_run_is_shown_as_such_never_retried_and_not_counted_as_a_result(tmp_path):
+    grid = {"torch.optim.SGD.lr": [0.01, 1e9]}
+    bindings = ["training_loop.optimizer = @torch.optim.SGD", "training_loop.n_epochs = 2"]
+    main = write_experiment(tmp_path, "diverges", grid, bindings, x="torch.optim.SGD.lr")
+    names = [point_name(p, short_names(list(grid))) for p in expand_grid(grid)]
+    good, bad = names
+    runs = tmp_path / "results" / "runs"
+    log = tmp_path / "results" / "logs" / f"{bad}.log"
+    assert cli(main, "prepare", "--no-check").returncode == 0
+
+    result = cli(main, "run")
+    # Nothing is left to do: the diverged run ended for good (running it again would diverge again).
+    assert result.returncode == 0, result.stdout
+    assert f"DIVERGED {bad}" in result.stdout and "not retried" in result.stdout
+    assert "1 finished, 1 diverged" in result.stdout or "1 diverged, 1 finished" in result.stdout
+    meta = read_json(runs / bad / "meta.json")
+    assert meta["status"] == "diverged" and meta["exit_code"] == 4
+    assert len([line for line in log.read_text().splitlines() if " attempt " in line]) == 1
+
+    again = cli(main, "run")
+    assert again.returncode == 0 and "1 skipped" in again.stdout and "1 diverged" in again.stdout
+    assert len([line for line in log.read_text().splitlines() if " attempt " in line]) == 1  # not retried
+
+    status = cli(main, "status")
+    assert status.returncode == 0 and status.stdout.startswith("1 finished, 1 diverged")
+    assert bad in status.stdout and "not retried" in status.stdout
+
+    listed = runs_py(runs)
+    rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:3]}
+    assert rows == {good: "finished", bad: "diverged"}, listed.stdout
+
+    from ginlab.analysis import load_runs
+
+    assert dict(zip(*load_runs(runs)[["name", "status"]].T.values, strict=True)) == {
+        good: "finished",
+        bad: "diverged",
+    }
+
+    assert cli(main, "report").returncode == 0
+    report = tmp_path / "results" / "report"
+    best = pd.read_csv(report / "best.csv")
+    assert list(best["lr"]) == [0.01] and list(best["n"]) == [1]  # the diverged run is no result
+    summary = (report / "summary.md").read_text()
+    left_out = summary.split("## Runs not in the results")[1].split("##")[0]
+    assert f"| {bad} | diverged |" in left_out and "not a result, and not retried" in left_out
+    assert "the training loss is nan" in left_out or "the training loss is inf" in left_out
+
+    # "pruned" (what a hyperparameter search will record for a run it stopped) is shown and kept the same way.
+    meta_path = runs / bad / "meta.json"
+    meta_path.write_text(json.dumps({**read_json(meta_path), "status": "pruned", "error": None}))
+    again = cli(main, "run")
+    assert again.returncode == 0 and "1 pruned" in again.stdout, again.stdout
+    assert len([line for line in log.read_text().splitlines() if " attempt " in line]) == 1
+    assert cli(main, "status").stdout.startswith("1 finished, 1 pruned")
+    assert runs_py(runs).stdout.splitlines()[2].split()[:2] == [bad, "pruned"]
+    assert cli(main, "report").returncode == 0
+    assert f"| {bad} | pruned |" in (report / "summary.md").read_text()
+    assert list(pd.read_csv(report / "best.csv")["n"]) == [1]
+
+
+def test_a_finished_run_asked_for_more_epochs_is_extended_not_refused(tmp_path):
+    main = write_experiment(tmp_path, "extend", {"training_loop.seed": [0]}, ["training_loop.n_epochs = 1"])
+    run = tmp_path / "results" / "runs" / "seed=0"
+    assert cli(main, "prepare", "--no-check").returncode == 0
+    assert cli(main, "run").returncode == 0
+    assert len(read_jsonl(run / "history.jsonl")) == 1
+
+    longer = write_experiment(tmp_path, "extend", {"training_loop.seed": [0]}, ["training_loop.n_epochs = 2"])
+    prepared = cli(longer, "prepare", "--no-check")
+    assert "1 to extend" in prepared.stdout, prepared.stdout  # bookkeeping: no conflict
+    status = cli(longer, "status")
+    assert status.returncode == 1 and status.stdout.startswith("1 to extend")
+    result = cli(longer, "run")
+    assert result.returncode == 0, result.stdout
+    assert "continuing seed=0" in result.stdout
+    assert [row["epoch"] for row in read_jsonl(run / "history.jsonl")] == [0, 1]
+    meta = read_json(run / "meta.json")
+    assert meta["status"] == "finished" and len(meta["reloads"]) == 1
+    assert cli(longer, "status").returncode == 0
 
 
 def test_report_with_a_metric_no_run_has_names_the_metrics_there_are(flow, tmp_path):
@@ -410,3 +555,87 @@ def test_report_with_a_metric_no_run_has_names_the_metrics_there_are(flow, tmp_p
     assert result.returncode == 2
     assert "The report's metric 'val_accuracy' is in no run's summary" in result.stdout
     assert "val_acc" in result.stdout.split("Metrics there:")[1]
+
+
+# --- one status rule, one runner per run --------------------------------------------------------------------
+
+
+def test_a_sigkilled_run_is_stale_at_once_for_runs_py_load_runs_and_status(tmp_path):
+    # Issue 12 case 13. Its meta.json still says "running" with a fresh heartbeat; on this host the process
+    # check says at once that it is gone. Before, bin/runs.py and load_runs said "running" for 5 minutes.
+    bindings = ["training_loop.n_epochs = 50", "toy.num_samples = 4096"]
+    main = write_experiment(tmp_path, "killed", {"training_loop.seed": [0]}, bindings)
+    assert cli(main, "prepare", "--no-check").returncode == 0
+    run = tmp_path / "results" / "runs" / "seed=0"
+    line = [line for line in (tmp_path / "results" / "jobs.txt").read_text().splitlines() if line[:1] != "#"]
+    command = [sys.executable, *shlex.split(line[0])[1:]]  # a line of jobs.txt, as a user would run it
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: training_started(run), what="the run to train")
+    finally:
+        process.kill()
+        process.wait()
+    killed_at = time.monotonic()
+    meta = read_json(run / "meta.json")
+    assert meta["status"] == "running" and meta["pid"] == process.pid
+
+    listed = runs_py(run.parent)
+    assert listed.stdout.splitlines()[1].split()[:2] == ["seed=0", "stale"], listed.stdout
+
+    from ginlab.analysis import load_runs
+
+    assert list(load_runs(run.parent)["status"]) == ["stale"]
+    status = cli(main, "status")
+    assert status.stdout.startswith("1 stale (died silently)"), status.stdout
+    assert time.monotonic() - killed_at < 120  # well within the 5 minutes a heartbeat takes to go stale
+
+
+def test_a_run_folder_another_bin_train_py_is_starting_is_left_to_it(tmp_path):
+    # Between taking the run folder's lock and writing meta.json, a bin/train.py (started by hand from
+    # jobs.txt, or left by a killed runner) has the folder: a runner must wait for it, not start a second one.
+    main = write_experiment(tmp_path, "starting", {"training_loop.seed": [0]})
+    assert cli(main, "prepare", "--no-check").returncode == 0
+    run = tmp_path / "results" / "runs" / "seed=0"
+    run.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").touch()
+        info = {"host": socket.gethostname(), "pid": holder.pid, "started": "2026-12-03T17:00:00+00:00"}
+        (run / ".lock.json").write_text(json.dumps(info))
+        status = cli(main, "status")
+        assert status.stdout.startswith("1 starting"), status.stdout
+        assert (
+            f"being started by another process (host {socket.gethostname()}, pid {holder.pid})"
+            in status.stdout
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli(main, "status").stdout.startswith("1 left (not started)")  # a dead writer's file is no writer
+
+
+def test_two_runners_at_once_share_the_runs_instead_of_failing_each_other_s(tmp_path):
+    # Issue 12 case 15. Before: each runner started every run; the second bin/train.py of a run found the
+    # folder locked and exited 2, and each runner reported the other's run as "FAILED (exit 2)".
+    main = write_experiment(tmp_path, "twice", {"training_loop.seed": [0, 1]}, ["training_loop.n_epochs = 1"])
+    assert cli(main, "prepare", "--no-check").returncode == 0
+    outputs = [tmp_path / "first.out", tmp_path / "second.out"]
+    runners = []
+    for output in outputs:
+        with open(output, "w") as out:
+            runners.append(start_cli(main, "run", "--slots", "1", output=out))
+    codes = [runner.wait(timeout=300) for runner in runners]
+    texts = [output.read_text() for output in outputs]
+    assert codes == [0, 0], texts
+    assert not any("FAILED" in text or "exit 2" in text for text in texts), texts
+    assert any("claimed by the runner pid" in text and "waiting for it" in text for text in texts), texts
+    runs = tmp_path / "results" / "runs"
+    for name in ("seed=0", "seed=1"):
+        meta = read_json(runs / name / "meta.json")
+        assert meta["status"] == "finished" and meta["reloads"] == []  # trained once, by one runner
+        log = (tmp_path / "results" / "logs" / f"{name}.log").read_text()
+        assert len([line for line in log.splitlines() if " attempt " in line]) == 1, log
+        assert sum(f"finished {name} in" in text for text in texts) == 1  # by one runner ...
+        assert sum(f"{name} was finished by another" in text for text in texts) <= 1  # ... the other waited

@@ -1,6 +1,8 @@
-"""Tests of bin/runs.py, run as a program on run folders written per docs/run-folder.md."""
+"""Tests of bin/runs.py, run as a program on run folders written per docs/run-folder.md, and of the library
+function behind it (ginlab.analysis.runs_table)."""
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from test_analysis import write_run
+
+from ginlab.analysis.runs_table import monitored_metric, parse_filters, runs_table
 
 ROOT = Path(__file__).parents[1]
 
@@ -106,3 +110,36 @@ def test_bad_folder_filter_or_status_exits_with_a_message(sweep, run_main):
     assert code == 2 and "close names: Adam.lr" in err
     code, _, err = run_main(sweep, "--status", "runing")
     assert code == 2 and "unknown status runing; statuses are running, stale, finished" in err
+
+
+def test_each_run_s_monitor_is_paired_with_its_own_mode(tmp_path, run_main):
+    # A run without a monitor yet (running: no summary.json) sorts before runs that monitor val_loss (min)
+    # and val_acc (max, the majority). Pairing the monitors without gaps with the modes with gaps shifted
+    # every mode by one run, so that (val_loss, "") and (val_acc, "min") counted and val_loss won the tie.
+    root = tmp_path / "sweep"
+    write_run(root / "a-running", status="running", heartbeat_age=5)
+    write_run(root / "b-loss", lr=0.01)
+    summary = json.loads((root / "b-loss" / "summary.json").read_text())
+    summary["monitor"] = {"metric": "val_loss", "mode": "min"}
+    (root / "b-loss" / "summary.json").write_text(json.dumps(summary))
+    write_run(root / "c-acc", lr=0.001)
+    write_run(root / "d-acc", lr=0.003)
+    code, out, _ = run_main(root)
+    assert code == 0
+    assert out.splitlines()[0].split()[3:6] == ["best", "val_acc", "(max)"]
+    table = runs_table(root)
+    assert (table.metric, table.mode) == ("val_acc", "max")
+    assert monitored_metric(table.frame, "val_loss", None) == ("val_loss", "min")  # the mode that run gave
+
+
+def test_the_table_is_a_library_function_bin_runs_py_only_prints(sweep):
+    table = runs_table(sweep, statuses=["finished", "failed"], sort="best")
+    assert list(table.frame["name"]) == ["lr-0.001", "lr-0.01", "failed"]  # best val_acc first
+    assert table.counts() == {"failed": 1, "finished": 2}
+    assert list(table.frame["progress"]) == [1.0, 1.0, 0.4]
+    assert list(table.unreadable) == [str(sweep / "no-meta")]
+    with pytest.raises(ValueError, match="unknown status runing; statuses are running, stale, finished"):
+        runs_table(sweep, statuses=["runing"])
+    with pytest.raises(ValueError, match="a filter is NAME=VALUE"):
+        parse_filters(["Adam.lr"])
+    assert parse_filters(["Adam.lr=0.001", "name=x"]) == {"Adam.lr": 0.001, "name": "x"}

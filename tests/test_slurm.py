@@ -2,7 +2,8 @@
 
 A two-run grid is submitted as a job array; one job gets SIGUSR1 mid-run, exactly what `--signal=B:USR1@N`
 sends before a time limit: it must write a checkpoint, requeue itself, reload, and end with the same numbers
-as an uninterrupted local run. Then `run` again must submit nothing.
+as an uninterrupted local run. Then `run` again must submit nothing. Also: a RESULTS_DIR with a space and a
+"%" (every path of the job script quoted for sbatch), and sbatch's own error reported as it is.
 
 Skipped when sbatch is missing or the cluster is not up, unless GINLAB_REQUIRE_SERVICES=1 (CI): then it fails.
 """
@@ -151,7 +152,7 @@ def test_the_signalled_job_checkpoints_requeues_itself_and_finishes(requeued):
     out = (results / "slurm" / "output" / f"{requeued['array_id']}_0.out").read_text()
     assert "bin/train.py exited with 3 after SIGUSR1" in out
     assert f"time limit near: requeueing job {requeued['job_id']}" in out
-    assert ", start 1: " in out  # the second start of the same job
+    assert ", start 1: " in out  # the second start of the same job (same command; bin/train.py continued)
 
 
 def test_the_requeued_run_ends_exactly_like_an_uninterrupted_local_run(requeued):
@@ -208,4 +209,34 @@ def test_a_cluster_that_does_not_answer_is_reported_with_the_local_alternative(t
     assert result.returncode == 2
     assert "Unable to contact slurm controller" in result.stdout
     assert "Is the cluster up?" in result.stdout and "main.py run --backend local" in result.stdout
+    assert not (tmp_path / "results" / "slurm" / "submissions.jsonl").exists()
+
+
+def test_a_results_folder_with_a_space_and_a_percent_sign_runs_on_slurm(tmp_path):
+    # Issue 12 case 16: `#SBATCH --output=<results>/...` was not quoted, so sbatch rejected the script
+    # ("Invalid directive found in batch script") and `run` asked whether the cluster was up. sbatch reads
+    # quoted values; a "%" of the path must be written "%%" (else sbatch takes it for one of its patterns).
+    folder = tmp_path / "my 100% results"
+    main = write_experiment(folder, "spaced", {"training_loop.seed": [0]}, ["training_loop.n_epochs = 1"])
+    assert cli(main, "prepare", "--no-check").returncode == 0
+    result = cli(main, "run", "--backend", "slurm", "--cpus", "1", "--time", "10", "--poll", "0.5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 finished" in result.stdout
+    results = folder / "results"
+    assert read_json(results / "runs" / "seed=0" / "meta.json")["status"] == "finished"
+    array_id = str(read_jsonl(results / "slurm" / "submissions.jsonl")[0]["array_id"])
+    out = (results / "slurm" / "output" / f"{array_id}_0.out").read_text()  # --output was read as meant
+    assert f": {results / 'runs' / 'seed=0'}" in out and "bin/train.py exited with 0" in out
+    script = Path(read_jsonl(results / "slurm" / "submissions.jsonl")[0]["script"]).read_text()
+    assert f'#SBATCH --output="{results / "slurm" / "output"}/%A_%a.out"'.replace("100%", "100%%") in script
+
+
+def test_sbatch_s_own_error_is_reported_not_a_guess_that_the_cluster_is_down(tmp_path):
+    main = write_experiment(tmp_path, "badpartition", GRID, BINDINGS)
+    assert cli(main, "prepare", "--no-check").returncode == 0
+    result = cli(main, "run", "--backend", "slurm", "--partition", "nosuch")
+    assert result.returncode == 2
+    assert "sbatch refused the job script" in result.stdout
+    assert "Invalid partition name specified" in result.stdout  # sbatch's own words
+    assert "Is the cluster up?" not in result.stdout
     assert not (tmp_path / "results" / "slurm" / "submissions.jsonl").exists()

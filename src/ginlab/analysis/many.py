@@ -64,7 +64,8 @@ def load_runs(
     """One row per run: path, status, progress, times, every config value, final/best/test metrics.
 
     Columns: run (the path), name (the path relative to the runs' common folder), status (running, stale,
-    finished, failed, interrupted), epochs (finished epochs), steps, time (training seconds), start, end,
+    finished, failed, interrupted, diverged, pruned: ginlab.runfolder.run_status, the rule every reader
+    uses), epochs (finished epochs), steps, time (training seconds), start, end,
     heartbeat (UTC timestamps), duration (wall-clock seconds until end, last heartbeat, or now while
     running), host, reloads, error ("Type: message" of a failed run); then every config value under its gin
     name ("Adam.lr"); then monitor and mode (from summary.json), final/<metric> (summary.json, or the last
@@ -76,7 +77,8 @@ def load_runs(
         select: keep only runs whose config matches, decided before anything else is read: a dict of gin
             name -> wanted value (a set means any of its values, a callable is called with the value), or
             a callable given the whole config dict.
-        stale_after: seconds without heartbeat after which a running run is reported as "stale".
+        stale_after: seconds without heartbeat after which a running run of another host is reported as
+            "stale" (on this host, a run whose process is gone is "stale" at once).
         on_error: "warn" (one UnreadableRunsWarning listing every unreadable run), "raise" or "ignore".
             The unreadable runs are also in `frame.attrs["unreadable"]` ({path: reason}).
 

@@ -6,9 +6,10 @@
     python experiments/tune_lr/main.py status             # done / running / failed / left (and SLURM job ids)
     python experiments/tune_lr/main.py report             # tables, figures and summary.md in report/
 
-Exit codes: 0 success (every run finished, for `run`); 1 some runs failed, were refused or are not finished;
-2 the experiment cannot be prepared or run as asked (bad grid, not prepared, SLURM unavailable); 130 stopped
-by Ctrl-C or SIGTERM (running runs wrote checkpoints; `run` again continues).
+Exit codes: 0 nothing is left to do (every run finished, diverged or was pruned); 1 some runs failed, were
+refused or are not finished; 2 the experiment cannot be prepared or run as asked (bad grid, not prepared,
+SLURM unavailable or refusing the job script); 130 stopped by Ctrl-C or SIGTERM (running runs wrote
+checkpoints; `run` again continues).
 """
 
 import argparse
@@ -20,9 +21,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ginlab.experiments.backends.classify import inspect_run
-from ginlab.experiments.experiment import Experiment, ExperimentError, grid_changed, load_prepared, prepare
-from ginlab.runfolder.jsonlines import complete_part, read_bytes
+from ginlab.experiments.backends.plan import REFUSE, plan_run
+from ginlab.experiments.experiment import Experiment, ExperimentError
+from ginlab.experiments.prepare import grid_changed, load_prepared, prepare
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -54,10 +55,10 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     sub.set_defaults(handler=prepare_command)
 
     sub = commands.add_parser(
-        "run", help="run what is not finished (skips finished runs, reloads interrupted ones)"
+        "run", help="run what is not finished (skips finished runs, continues interrupted ones)"
     )
     sub.add_argument("--backend", choices=["local", "slurm"], default="local")
-    sub.add_argument("--retries", type=int, default=1, help="reloads of a failed run before it is reported")
+    sub.add_argument("--retries", type=int, default=1, help="restarts of a failed run before it is reported")
     local = sub.add_argument_group("local backend")
     local.add_argument(
         "--slots", type=int, default=None, help="runs at a time (default: the number of cores)"
@@ -125,24 +126,28 @@ def prepare_command(experiment: Experiment, args) -> int:
         f"  {paths.jobs.name}: one bin/train.py command per run; {paths.configs.name}/: one .gin per run; "
         f"{paths.experiment_json.name}: what `run` executes"
     )
-    states = [inspect_run(run, experiment.root) for run in runs]
-    counts = {}
+    states = [plan_run(run, experiment.root, paths.claims) for run in runs]
+    counts: dict[str, int] = {}
     for state in states:
-        counts[state.action] = counts.get(state.action, 0) + 1
-    console.print("  " + ", ".join(f"{n} {WORDS[action]}" for action, n in counts.items()))
+        word = WORDS.get((state.action, state.status)) or WORDS[state.action]
+        counts[word] = counts.get(word, 0) + 1
+    console.print("  " + ", ".join(f"{n} {word}" for word, n in counts.items()))
     for run, state in zip(runs, states, strict=True):
-        if state.action == "conflict":
-            console.print(f"  [red]refused[/] {run.name}: " + "; ".join(state.differences))
+        if state.action == REFUSE:
+            console.print(f"  [red]refused[/] {run.name}: " + "; ".join(state.reasons))
     console.print(f"Next: {program()} run")
     return 0
 
 
 WORDS = {
     "start": "to start",
-    "reload": "to reload (interrupted or failed)",
+    "reload": "to continue (interrupted or failed)",
+    ("reload", "finished"): "to extend (finished, more epochs prepared)",
     "skip": "finished already",
+    ("skip", "diverged"): "diverged (not retried)",
+    ("skip", "pruned"): "pruned (not retried)",
     "busy": "running now",
-    "conflict": "refused (run folder made with another config)",
+    "refuse": "refused (run folder made with another config, or unusable)",
 }
 
 
@@ -156,6 +161,7 @@ def run_command(experiment: Experiment, args) -> int:
             f"main.py's grid or bindings changed since `prepare`: run `{program()} prepare` "
             "again first (finished runs are kept)."
         )
+    from ginlab.experiments.backends.plan import Outcome
     from ginlab.experiments.progress import Progress
 
     if args.backend == "slurm":
@@ -179,16 +185,18 @@ def run_command(experiment: Experiment, args) -> int:
             retries=args.retries,
             poll_seconds=args.poll,
             progress=Progress(f"{experiment.name} on SLURM", console),
+            claims=experiment.paths.claims,
         )
         console.print(f"{experiment.name}: {len(runs)} runs on SLURM ({describe_options(options)})")
         outcomes = backend.run(runs)
         stopped = False
     else:
-        from ginlab.experiments.backends.local import LocalRunner, Outcome
+        from ginlab.experiments.backends.local import LocalRunner
 
         runner = LocalRunner(
             experiment.root,
             experiment.paths.logs,
+            experiment.paths.claims,
             slots=args.slots,
             retries=args.retries,
             progress=Progress(experiment.name, console),
@@ -203,19 +211,20 @@ def run_command(experiment: Experiment, args) -> int:
         outcomes = runner.run([run for run in runs if run.name not in on_slurm])
         outcomes += [Outcome(run, "queued", "on SLURM") for run in runs if run.name in on_slurm]
         stopped = runner.stopped
-    return summarize(experiment, outcomes, stopped)
+    return summarize(outcomes, stopped)
 
 
 def slurm_jobs(experiment: Experiment) -> dict:
     """{run name: Job} of this experiment's SLURM jobs still queued or running (empty without SLURM)."""
     if not (experiment.paths.slurm / "submissions.jsonl").is_file():
         return {}
-    from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions, SlurmUnavailable
+    from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions
+    from ginlab.experiments.backends.slurm_cli import SlurmRefused, SlurmUnavailable
 
     backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, SlurmOptions())
     try:
         return backend.active_jobs()
-    except SlurmUnavailable:
+    except (SlurmUnavailable, SlurmRefused):
         return {}
 
 
@@ -224,8 +233,9 @@ def describe_options(options) -> str:
     return ", ".join(f"{k} {v}" for k, v in fields.items() if v not in (None, [], ""))
 
 
-def summarize(experiment: Experiment, outcomes, stopped: bool) -> int:
-    by_status = {}
+def summarize(outcomes, stopped: bool) -> int:
+    """Print what this `run` did with every run; return main.py's exit code."""
+    by_status: dict[str, list] = {}
     for outcome in outcomes:
         by_status.setdefault(outcome.status, []).append(outcome)
     console.print(", ".join(f"{len(v)} {k}" for k, v in by_status.items()))
@@ -236,16 +246,26 @@ def summarize(experiment: Experiment, outcomes, stopped: bool) -> int:
         )
     for outcome in by_status.get("refused", []):
         console.print(f"[red]refused[/] {outcome.run.name}: {outcome.message}")
+    for status in ("diverged", "pruned"):  # ended for good, but without a result
+        for outcome in by_status.get(status, []):
+            console.print(f"[yellow]{status}[/] {outcome.run.name}: {outcome.message}")
     if stopped:
         console.print(
             f"Stopped. Running runs wrote checkpoints; `{program()} run` continues where this stopped."
         )
         return 130
-    unfinished = [o for o in outcomes if o.status not in ("finished", "skipped")]
+    unfinished = [o for o in outcomes if not o.ended_for_good]
     if unfinished:
         console.print(f"{len(unfinished)} run(s) not finished: `{program()} status` lists them.")
         return 1
-    console.print(f"Every run finished. Next: {program()} report")
+    without_result = len(outcomes) - len(by_status.get("finished", [])) - len(by_status.get("skipped", []))
+    if without_result:
+        console.print(
+            f"Every run ended; {without_result} of them without a result (left out of the report). "
+            f"Next: {program()} report"
+        )
+    else:
+        console.print(f"Every run finished. Next: {program()} report")
     return 0
 
 
@@ -253,70 +273,20 @@ def summarize(experiment: Experiment, outcomes, stopped: bool) -> int:
 
 
 def status_command(experiment: Experiment, args) -> int:
-    runs = load_prepared(experiment)
-    jobs, job_labels, cluster_note = {}, {}, ""
-    if (experiment.paths.slurm / "submissions.jsonl").is_file():
-        from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions, SlurmUnavailable
+    from ginlab.experiments.status import experiment_status
 
-        backend = SlurmBackend(experiment.name, experiment.root, experiment.paths.slurm, SlurmOptions())
-        job_labels = backend.last_jobs()
-        try:
-            jobs = backend.active_jobs()
-        except SlurmUnavailable as error:
-            cluster_note = f"(SLURM queue not readable: {str(error).splitlines()[0]})"
+    runs = load_prepared(experiment)
+    status = experiment_status(experiment, runs)
     table = Table(title=f"{experiment.name}: {len(runs)} runs in {experiment.paths.runs}")
     for column in ("run", "status", "epochs", "job", "details"):
         table.add_column(column)
-    counts: dict[str, int] = {}
-    for run in runs:
-        state = inspect_run(run, experiment.root)
-        status = state.status if state.action != "conflict" else "refused"
-        job = jobs.get(run.name)
-        if job is not None and status not in ("running", "finished"):
-            status = "queued" if job.state == "PENDING" else status
-        counts[status] = counts.get(status, 0) + 1
-        if status == "finished" and not args.all:
-            continue
-        label = (
-            job.label + f" {job.state}" + (f" ({job.reason})" if job.reason not in ("None", "") else "")
-            if job
-            else job_labels.get(run.name, "")
-        )
-        table.add_row(run.name, status, epochs_done(run.save_dir), label, details(experiment, run, state))
-    order = ["finished", "running", "queued", "interrupted", "stale", "failed", "refused", "missing"]
-    words = {"missing": "left (not started)", "stale": "stale (died silently)"}
-    console.print(
-        ", ".join(f"{counts[s]} {words.get(s, s)}" for s in order if s in counts) + f" {cluster_note}"
-    )
+    for row in status.rows:
+        if args.all or row.status != "finished":
+            table.add_row(row.run.name, row.status, row.epochs, row.job, row.details)
+    console.print(status.summary())
     if table.row_count:
         console.print(table)
-    return 0 if counts.get("finished", 0) == len(runs) else 1
-
-
-def epochs_done(save_dir: Path) -> str:
-    """The history lines a reader keeps (ginlab.jsonlines: a cut or garbled last line is no epoch).
-
-    Counted, not parsed: a damaged line before the last is reported when the run is reloaded or loaded.
-    """
-    path = save_dir / "history.jsonl"
-    if not path.is_file():
-        return ""
-    whole, _ = complete_part(read_bytes(path))
-    return str(sum(1 for line in whole.split(b"\n") if line.strip()))
-
-
-def details(experiment: Experiment, run, state) -> str:
-    if state.action == "conflict":
-        return "; ".join(state.differences)
-    meta = state.meta or {}
-    if state.status == "failed":
-        error = meta.get("error") or {}
-        return f"{error.get('type', '')}: {error.get('message', '')}; log: {run.save_dir / 'log.txt'}"
-    if state.status == "running":
-        return f"on {meta.get('host')} pid {meta.get('pid')}, heartbeat {meta.get('heartbeat')}"
-    if state.status in ("interrupted", "stale"):
-        return "`run` reloads it from its newest checkpoint"
-    return ""
+    return 0 if status.done else 1
 
 
 # --- report -------------------------------------------------------------------------------------------------

@@ -1,27 +1,34 @@
-"""An experiment: gin config files + a grid of parameter values, prepared into one run per grid point.
+"""An experiment: gin config files + a grid of parameter values, and the runs it is prepared into.
 
-`prepare` writes, into the experiment's results folder (default `$RESULTS_DIR/<name>/`):
+`Experiment` is what an experiment's main.py defines; `Run` is one prepared grid point (its name, values, run
+folder and config files); `ExperimentPaths` names the files of the experiment's results folder
+(`$RESULTS_DIR/<name>/` by default):
 
-    experiment.json    the prepared runs: name, parameters, run folder, config files (what `run` executes)
-    jobs.txt           one `python bin/train.py ...` command per run, to be run from the repository root
+    experiment.json    the prepared runs (what `run` executes)
+    jobs.txt           one bin/train.py command per run, to be run from the repository root
     configs/<run>.gin  one config per grid point: the experiment's fixed bindings and the point's values
-    runs/<run>/        the run folders, written by bin/train.py (never touched by `prepare`)
+    runs/<run>/        the run folders, written by bin/train.py only
+    logs/<run>.log     local backend: the output of every attempt at the run
+    claims/<run>.lock  local backend: held by the runner whose bin/train.py runs that run (backends/claims.py)
+    slurm/             SLURM backend: job scripts, submissions.jsonl, output/
+    report/            written by `report`
 
-Preparing again rewrites the first three (atomically) and leaves the run folders alone.
+Writing them is `prepare`'s job (ginlab.experiments.prepare).
 """
 
+from __future__ import annotations
+
 import dataclasses
-import json
-import logging
 import os
-from datetime import UTC, datetime
+import shlex
 from pathlib import Path
 
-from ginlab.experiments.backends.classify import Run
 from ginlab.experiments.grid import expand_grid, format_value, grid_parameters, point_name, short_names
-from ginlab.runfolder.atomic import atomic_write_json, atomic_write_text
 
-log = logging.getLogger(__name__)
+# Every run of an experiment is started with this binding (both backends, the SLURM job script, jobs.txt):
+# bin/train.py then starts the run in an empty folder, continues an interrupted or failed one, and exits 0 at
+# once when it finished (the one place where start-or-reload is decided).
+RELOAD_AUTO = 'training_loop.reload="auto"'
 
 
 class ExperimentError(Exception):
@@ -49,6 +56,40 @@ class ReportSpec:
     over: str | None = "training_loop.seed"
     curves: tuple[str, ...] = ("train_loss", "val_loss", "val_acc")
     labels: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Run:
+    """One prepared run: a grid point, its run folder and the config files bin/train.py gets.
+
+    Args:
+        index: its position in experiment.json (also its SLURM array index).
+        name: the run's name, from its grid values ("lr=0.001_seed=0"); its run folder's name.
+        params: the grid point, {gin parameter: value}.
+        save_dir: the run folder.
+        config_files: the experiment's config files, then the run's own configs/<name>.gin.
+    """
+
+    index: int
+    name: str
+    params: dict
+    save_dir: Path
+    config_files: list[str]
+
+    def command(self, python: str = "python") -> list[str]:
+        """The bin/train.py command line (to run from the repository root): the same for a fresh start, a
+        continuation and a finished run, because bin/train.py decides which it is (RELOAD_AUTO)."""
+        return [python, "bin/train.py", str(self.save_dir), *self.config_files, "-b", RELOAD_AUTO]
+
+    def command_line(self) -> str:
+        return shlex.join(self.command())
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "save_dir": str(self.save_dir)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Run:
+        return cls(**{**data, "save_dir": Path(data["save_dir"])})
 
 
 @dataclasses.dataclass
@@ -82,7 +123,12 @@ class Experiment:
         self.paths = ExperimentPaths(Path(base).resolve())
 
     def build_runs(self) -> list[Run]:
-        """The runs of the grid as `prepare` would write them (nothing is checked or written)."""
+        """The runs of the grid as `prepare` would write them (nothing is checked or written).
+
+        Raises:
+            ValueError: the grid is empty or repeats a point.
+            ExperimentError: two grid points get the same run name.
+        """
         points = expand_grid(self.grid)
         short = short_names(grid_parameters(points))
         runs = []
@@ -118,7 +164,7 @@ class Experiment:
 
 @dataclasses.dataclass
 class ExperimentPaths:
-    """The files of an experiment's results folder."""
+    """The files of an experiment's results folder (see the module docstring)."""
 
     base: Path
 
@@ -128,6 +174,7 @@ class ExperimentPaths:
         self.configs = self.base / "configs"
         self.runs = self.base / "runs"
         self.logs = self.base / "logs"
+        self.claims = self.base / "claims"
         self.slurm = self.base / "slurm"
         self.report = self.base / "report"
 
@@ -141,112 +188,3 @@ def find_root() -> Path:
             if (folder / "bin" / "train.py").is_file():
                 return folder
     return Path.cwd().resolve()
-
-
-def check_experiment(experiment: Experiment, runs: list[Run]) -> None:
-    """Validate every run's configs and bindings as bin/train.py would (gin names and values).
-
-    Raises:
-        ExperimentError: naming the bad grid point, gin's message and the nearest valid names.
-    """
-    from ginlab.errors import ConfigError
-    from ginlab.training.configure import check_config as check_bindings
-
-    missing = [c for c in experiment.configs if not (experiment.root / c).is_file()]
-    if missing:
-        raise ExperimentError(f"Config file not found: {', '.join(missing)} (relative to {experiment.root}).")
-    configs = [str(experiment.root / c) for c in experiment.configs]
-    # Each grid parameter on its own first, so that every bad name is reported at once.
-    problems = []
-    for name, value in runs[0].params.items():
-        try:
-            check_bindings(configs, [*experiment.bindings, f"{name} = {format_value(value)}"])
-        except ConfigError as error:
-            problems.append(f"- grid parameter {name!r}:\n    " + str(error).replace("\n", "\n    "))
-    if problems:
-        raise ExperimentError(
-            f"The grid of {experiment.name} is not valid for {', '.join(experiment.configs)}:\n"
-            + "\n".join(problems)
-        )
-    for run in runs:
-        bindings = [*experiment.bindings, *(f"{k} = {format_value(v)}" for k, v in run.params.items())]
-        try:
-            check_bindings(configs, bindings)
-        except ConfigError as error:
-            raise ExperimentError(f"Grid point {run.name} is not a valid configuration:\n{error}") from None
-
-
-def prepare(experiment: Experiment, check: bool = True) -> list[Run]:
-    """Check the grid and write experiment.json, jobs.txt and one .gin per point (see the module docstring).
-
-    Raises:
-        ExperimentError: the grid is invalid; nothing is written.
-    """
-    try:
-        runs = experiment.build_runs()
-    except ValueError as error:
-        raise ExperimentError(str(error)) from None
-    if check:
-        check_experiment(experiment, runs)
-    paths = experiment.paths
-    for folder in (paths.base, paths.configs, paths.runs):
-        folder.mkdir(parents=True, exist_ok=True)
-    wanted = {f"{run.name}.gin" for run in runs}
-    for run in runs:
-        atomic_write_text(paths.configs / f"{run.name}.gin", experiment.point_config(run))
-    for stale in paths.configs.glob("*.gin"):  # points removed from the grid since the last prepare
-        if stale.name not in wanted:
-            stale.unlink()
-    atomic_write_text(paths.jobs, jobs_text(experiment, runs))
-    atomic_write_json(
-        paths.experiment_json,
-        {
-            "name": experiment.name,
-            "prepared": datetime.now(UTC).isoformat(timespec="seconds"),
-            "root": str(experiment.root),
-            "configs": experiment.configs,
-            "bindings": experiment.bindings,
-            "runs": [run.to_dict() for run in runs],
-        },
-    )
-    log.info("prepared %d runs in %s", len(runs), paths.base)
-    return runs
-
-
-def jobs_text(experiment: Experiment, runs: list[Run]) -> str:
-    lines = [
-        f"# {experiment.name}: {len(runs)} runs, one command per line, to run from {experiment.root}",
-        "# (a run whose folder already exists continues with: -b training_loop.reload=True)",
-    ]
-    lines += [run.command_line() for run in runs]
-    return "\n".join(lines) + "\n"
-
-
-def load_prepared(experiment: Experiment) -> list[Run]:
-    """The runs written by the last `prepare`.
-
-    Raises:
-        ExperimentError: the experiment was never prepared.
-    """
-    path = experiment.paths.experiment_json
-    if not path.is_file():
-        raise ExperimentError(
-            f"{experiment.name} is not prepared ({path} does not exist): run `prepare` first."
-        )
-    data = json.loads(path.read_text())
-    return [Run.from_dict(entry) for entry in data["runs"]]
-
-
-def grid_changed(experiment: Experiment, prepared: list[Run]) -> bool:
-    """True when main.py's grid no longer gives the prepared runs (prepare was not run after an edit)."""
-    try:
-        current = experiment.build_runs()
-    except (ValueError, ExperimentError):
-        return True
-    if [r.to_dict() for r in current] != [r.to_dict() for r in prepared]:
-        return True
-    return any(
-        not (experiment.paths.configs / f"{run.name}.gin").is_file()
-        or (experiment.paths.configs / f"{run.name}.gin").read_text() != experiment.point_config(run)
-        for run in current
-    )

@@ -14,15 +14,22 @@ from rich.text import Text
 
 @dataclasses.dataclass
 class Counts:
+    """How many runs are done (finished), running, failed, left to start, refused, diverged and pruned."""
+
     done: int = 0
     running: int = 0
     failed: int = 0
     left: int = 0
     refused: int = 0
+    diverged: int = 0
+    pruned: int = 0
 
     def __str__(self) -> str:
         text = f"{self.done} done, {self.running} running, {self.failed} failed, {self.left} left"
-        return text + (f", {self.refused} refused" if self.refused else "")
+        for name in ("refused", "diverged", "pruned"):  # shown once there are any
+            if getattr(self, name):
+                text += f", {getattr(self, name)} {name}"
+        return text
 
 
 def estimate_seconds(

@@ -8,8 +8,9 @@ Written into `<results>/report/`:
     curves.png          learning curves per configuration, mean over seeds with a +-1 std band
     final_vs_<x>.png    the final validation metric against the x parameter (log axis for learning rates)
 
-Runs are read with the analysis loaders (ginlab.analysis.load_runs / load_histories). A prepared run without
-a finished run folder (missing, failed, interrupted, running) is listed, never silently dropped.
+Runs are read with the analysis loaders (ginlab.analysis.load_runs / load_histories). Only finished runs are
+results; every other prepared run (missing, running, interrupted, stale, failed, diverged, pruned, unreadable)
+is listed with the reason it is left out, never silently dropped.
 """
 
 import logging
@@ -20,8 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ginlab.experiments.backends.classify import Run
-from ginlab.experiments.experiment import Experiment, ExperimentError, ReportSpec
+from ginlab.experiments.experiment import Experiment, ExperimentError, ReportSpec, Run
 from ginlab.experiments.grid import format_value, grid_parameters, short_names
 from ginlab.runfolder.atomic import atomic_write_text
 
@@ -43,15 +43,16 @@ RUN_COLUMNS = (
     "error",
 )
 
-# Config values that say how a run was started, not what it computes.
-BOOKKEEPING = {"training_loop.reload", "training_loop.reload_allow_changes"}
+# Config values that say how a run was started, not what it computes: never a column of their own.
+STARTED_WITH = {"training_loop.reload", "training_loop.reload_allow_changes"}
 
 
 def build_report(experiment: Experiment, runs: list[Run]) -> Path:
     """Write the report of the prepared `runs` into `<results>/report/`; return the path of summary.md.
 
     Raises:
-        ExperimentError: the report's metric is in no run (naming the metrics there are).
+        ExperimentError: the report's metric is in no run (naming the metrics there are), or its x is not a
+            grid parameter.
     """
     from ginlab.analysis import load_histories, load_runs
 
@@ -60,6 +61,11 @@ def build_report(experiment: Experiment, runs: list[Run]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     parameters = grid_parameters([run.params for run in runs])
     short = short_names(parameters)
+    if spec.x is not None and spec.x not in parameters:
+        raise ExperimentError(
+            f"The report's x {spec.x!r} is not a grid parameter of {experiment.name}; the grid's parameters: "
+            f"{', '.join(parameters)}. Change ReportSpec(x=...) in main.py."
+        )
     x = spec.x or next((p for p in parameters if p != spec.over), parameters[0])
     over = spec.over if spec.over in parameters else None
     groups = [p for p in parameters if p != over]
@@ -113,7 +119,7 @@ def runs_table(runs: list[Run], loaded: pd.DataFrame, short: dict, unreadable: d
     varying = [
         c
         for c in config_columns
-        if c not in grid_columns and c not in BOOKKEEPING and loaded[c].astype(str).nunique() > 1
+        if c not in grid_columns and c not in STARTED_WITH and loaded[c].astype(str).nunique() > 1
     ]
     metric_columns = [
         c
@@ -139,16 +145,24 @@ def runs_table(runs: list[Run], loaded: pd.DataFrame, short: dict, unreadable: d
 
 
 def note_for(row, run: Run) -> str:
+    """Why a run is not among the results (empty for a finished run)."""
     status = row["status"]
+    error = row["error"] if isinstance(row["error"], str) else ""
     if status == "finished":
         return ""
     if status == "failed":
-        return f"{row['error'] or 'failed'}; log: {run.save_dir / 'log.txt'}"
+        return f"{error or 'failed'}; log: {run.save_dir / 'log.txt'}"
+    if status in ("diverged", "pruned"):
+        said = error.split(": ", 1)[-1].split(". ")[0] if error else ""
+        why = "it would diverge again" if status == "diverged" else "it was stopped on purpose"
+        return f"{status}{': ' + said if said else ''}; not a result, and not retried ({why})"
     if status == "interrupted":
         return "interrupted with a checkpoint: `run` continues it"
     if status == "stale":
-        return f"died without saying so (no heartbeat since {row['heartbeat']}): `run` reloads it"
-    return f"running on {row['host']}"
+        return f"died without saying so (last heartbeat {row['heartbeat']}): `run` continues it"
+    if status == "running":
+        return f"running on {row['host']}"
+    return status
 
 
 def check_metric(spec: ReportSpec, table: pd.DataFrame) -> None:
@@ -232,8 +246,8 @@ def summary_markdown(
     if len(left_out):
         lines += [
             (
-                f"{len(left_out)} of {len(table)} prepared runs are not finished and are left out of the "
-                "tables of means and the figures:"
+                f"{len(left_out)} of {len(table)} prepared runs are not in the results (the tables of means "
+                "and the figures), each with the reason:"
             ),
             "",
         ]

@@ -1,12 +1,19 @@
 """The local backend: run the prepared runs on this machine, N at a time.
 
-Each run is a `bin/train.py` child process in its own session (a Ctrl-C in the terminal reaches only the
-runner, which then asks every child to stop with SIGTERM: they finish their step, write a checkpoint and exit
-3, "interrupted"). If the runner itself dies, the kernel sends its children SIGTERM (PR_SET_PDEATHSIG), so
-they stop the same way. Running again reloads what was interrupted and skips what finished.
+Each run is a `bin/train.py ... -b training_loop.reload="auto"` child process (the command of jobs.txt:
+bin/train.py decides whether it starts, continues or has nothing to do) in its own session: a Ctrl-C in the
+terminal reaches only the runner, which then asks every child to stop with SIGTERM (they finish their step,
+write a checkpoint and exit 3, "interrupted"). If the runner itself dies, the kernel sends its children
+SIGTERM (PR_SET_PDEATHSIG), so they stop the same way. Running again continues what was interrupted and skips
+what finished.
+
+Before starting a run the runner takes its claim (backends/claims.py): a second runner on the same experiment
+leaves that run alone and waits for it, instead of starting it a second time.
 
 Every child gets OMP_NUM_THREADS = cores // slots so that parallel runs do not fight over the cores.
 """
+
+from __future__ import annotations
 
 import collections
 import contextlib
@@ -20,12 +27,30 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ginlab.experiments.backends.classify import Run, effective_status, inspect_run, read_meta
-from ginlab.experiments.progress import Counts, Progress, estimate_seconds, format_seconds
+from ginlab.errors import ExitCode, RunFolderError
+from ginlab.experiments.backends.claims import RunClaim
+from ginlab.experiments.backends.plan import (
+    BUSY,
+    REFUSE,
+    RELOAD,
+    SKIP,
+    START,
+    Outcome,
+    RunState,
+    count,
+    describe_exit,
+    plan_run,
+    refusal_message,
+    skipped,
+)
+from ginlab.experiments.experiment import Run
+from ginlab.experiments.progress import Progress, estimate_seconds, format_seconds
+from ginlab.runfolder import format as fmt
+from ginlab.runfolder import read_meta
 
 log = logging.getLogger(__name__)
 
-EXIT_FINISHED, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
+WAIT_CHECK_SECONDS = 1.0  # how often runs held by another process are looked at again
 
 
 def available_cores() -> int:
@@ -36,24 +61,13 @@ def available_cores() -> int:
 
 
 @dataclasses.dataclass
-class Outcome:
-    """How a run ended in this invocation of `run`."""
-
-    run: Run
-    status: str  # finished | skipped | failed | interrupted | refused | busy
-    message: str = ""
-    log: Path | None = None
-    attempts: int = 0
-    seconds: float = 0.0  # wall time of this invocation's attempts
-
-
-@dataclasses.dataclass
 class _Active:
     run: Run
     process: subprocess.Popen
     started: float
     attempt: int
     log: Path
+    log_offset: int  # where this attempt's output begins in the log
     signalled: int | None = None
 
 
@@ -63,16 +77,21 @@ class LocalRunner:
     Args:
         root: the repository root (the runs' working directory).
         logs: folder for one log per run with the output of every attempt.
-        slots: runs at a time (default: the number of cores).
-        retries: how often a failed run is reloaded before it is reported as failed.
+        claims: the experiment's claims folder (one lock per run, held while this runner runs it).
+        slots: runs at a time (default: the number of cores). Runs that another process or runner has are
+            waited for without taking a slot: that process computes them.
+        retries: how often a failed run is started again (it continues from its checkpoint) before it is
+            reported as failed.
         python: the interpreter for bin/train.py (default: this one).
         poll_seconds: how often finished children are collected.
+        progress: where events and counts are shown.
     """
 
     def __init__(
         self,
         root: Path,
         logs: Path,
+        claims: Path,
         slots: int | None = None,
         retries: int = 1,
         python: str | None = None,
@@ -81,6 +100,7 @@ class LocalRunner:
     ):
         self.root = Path(root)
         self.logs = Path(logs)
+        self.claims = Path(claims)
         self.slots = max(1, slots or available_cores())
         self.threads = max(1, available_cores() // self.slots)
         self.retries = retries
@@ -97,79 +117,116 @@ class LocalRunner:
 
     def run(self, runs: list[Run]) -> list[Outcome]:
         """Run every run that is not finished; return one Outcome per run."""
-        outcomes: dict[str, Outcome] = {}
-        queue: collections.deque[Run] = collections.deque()
-        busy: dict[str, Run] = {}
+        self.outcomes: dict[str, Outcome] = {}
+        self.queue: collections.deque[Run] = collections.deque()
+        self.waiting: dict[str, Run] = {}  # held by another process or runner
+        self.active: dict[str, _Active] = {}
+        self.held: dict[str, RunClaim] = {}
+        self.attempts: collections.Counter = collections.Counter()
+        self.durations: list[float] = []
         for run in runs:
-            state = inspect_run(run, self.root)
-            if state.action == "skip":
-                outcomes[run.name] = Outcome(run, "skipped", "finished before")
-            elif state.action == "conflict":
-                outcomes[run.name] = Outcome(run, "refused", "; ".join(state.differences))
-                self.progress.event(refusal_message(run, state.differences))
-            elif state.action == "busy":
-                busy[run.name] = run
-                self.progress.event(
-                    f"{run.name} is running in another process ({describe_owner(state.meta)}): waiting for it"
-                )
-            else:
-                queue.append(run)
+            self._follow_plan(run, plan_run(run, self.root, self.claims))
         self.logs.mkdir(parents=True, exist_ok=True)
-        active: dict[str, _Active] = {}
-        attempts: collections.Counter = collections.Counter()
-        durations: list[float] = []
         previous_handlers = self._install_signal_handlers()
+        next_wait_check = 0.0
         try:
             with self.progress:
-                self._update(outcomes, active, busy, queue, durations)
-                while queue or active or busy:
+                self._update()
+                while self.queue or self.active or self.waiting:
                     if self._stop_requests:
-                        self._stop(active)
-                        queue.clear()
-                        busy.clear()
-                    while queue and len(active) + len(busy) < self.slots and not self._stop_requests:
-                        run = queue.popleft()
-                        attempts[run.name] += 1
-                        active[run.name] = self._start(run, attempts[run.name])
-                    for name, job in list(active.items()):
+                        self._stop()
+                        self.queue.clear()
+                        self.waiting.clear()
+                    while self.queue and len(self.active) < self.slots and not self._stop_requests:
+                        self._claim_and_start(self.queue.popleft())
+                    for name, job in list(self.active.items()):
                         code = job.process.poll()
-                        if code is None:
-                            continue
-                        del active[name]
-                        elapsed = time.monotonic() - job.started
-                        retry = self._collect(job, code, elapsed, outcomes, durations)
-                        if retry:
-                            queue.append(job.run)
-                    for name, run in list(busy.items()):
-                        meta = read_meta(run.save_dir)
-                        if meta is not None and effective_status(meta) == "running":
-                            continue
-                        del busy[name]
-                        if meta is not None and meta.get("status") == "finished":
-                            outcomes[name] = Outcome(run, "finished", "finished by another process")
-                        else:
-                            queue.appendleft(run)
-                    self._update(outcomes, active, busy, queue, durations)
+                        if code is not None:
+                            del self.active[name]
+                            self._collect(job, code)
+                    if self.waiting and time.monotonic() >= next_wait_check:
+                        next_wait_check = time.monotonic() + WAIT_CHECK_SECONDS
+                        for run in list(self.waiting.values()):
+                            self._look_again(run)
+                    self._update()
                     time.sleep(self.poll_seconds)
         finally:
             self._restore_signal_handlers(previous_handlers)
+            for claim in self.held.values():
+                claim.release()
+            self.held.clear()
         for run in runs:
-            outcomes.setdefault(run.name, Outcome(run, "interrupted", "not started: the runner was stopped"))
-            outcomes[run.name].seconds = self._seconds.get(run.name, 0.0)
-        return [outcomes[run.name] for run in runs]
+            self.outcomes.setdefault(
+                run.name, Outcome(run, "interrupted", "not started: the runner was stopped")
+            )
+            self.outcomes[run.name].seconds = self._seconds.get(run.name, 0.0)
+        return [self.outcomes[run.name] for run in runs]
 
-    # --- one child -------------------------------------------------------------------------------------
+    # --- what to do with a run -----------------------------------------------------------------------------
 
-    def _start(self, run: Run, attempt: int) -> _Active:
-        reload = (run.save_dir / "meta.json").exists()
-        command = run.command(python=self.python, reload=reload)
+    def _follow_plan(self, run: Run, state: RunState, first: bool = True) -> None:
+        """Queue, skip, refuse or wait for `run` as its plan says."""
+        if state.action == SKIP:
+            self.outcomes[run.name] = skipped(run, state)
+            if not first:
+                self.progress.event(f"{run.name} {state.status} meanwhile, run by another process or runner")
+        elif state.action == REFUSE:
+            self.outcomes[run.name] = Outcome(run, "refused", "; ".join(state.reasons))
+            self.progress.event(refusal_message(run, state))
+        elif state.action == BUSY:
+            if run.name not in self.waiting:
+                self.progress.event(f"{run.name} is {state.reasons[0]}: waiting for it")
+            self.waiting[run.name] = run
+        elif first:
+            self.queue.append(run)
+        else:  # it waited already: it goes first
+            self.queue.appendleft(run)
+
+    def _look_again(self, run: Run) -> None:
+        """A run another process or runner had: still busy, or what is left to do now that it let go."""
+        state = plan_run(run, self.root, self.claims)
+        if state.action == BUSY:
+            return
+        del self.waiting[run.name]
+        if state.action == SKIP and state.status == fmt.FINISHED:
+            self.outcomes[run.name] = Outcome(run, "finished", "finished by another process or runner")
+            self.progress.event(f"{run.name} was finished by another process or runner")
+            return
+        self._follow_plan(run, state, first=False)
+
+    def _claim_and_start(self, run: Run) -> None:
+        claim = self.held.get(run.name) or RunClaim(self.claims, run.name)
+        if not claim.acquire():
+            self._follow_plan(run, plan_run(run, self.root, self.claims), first=False)
+            return
+        self.held[run.name] = claim
+        # The folder may have changed since the plan (another runner finished the run meanwhile): look again,
+        # now that no other runner can start it.
+        state = plan_run(run, self.root, claims=None)
+        if state.action not in (START, RELOAD):
+            self._release(run)
+            self._follow_plan(run, state, first=False)
+            return
+        self.attempts[run.name] += 1
+        self.active[run.name] = self._start(run, self.attempts[run.name], state.action == RELOAD)
+
+    def _release(self, run: Run) -> None:
+        claim = self.held.pop(run.name, None)
+        if claim is not None:
+            claim.release()
+
+    # --- one child -----------------------------------------------------------------------------------------
+
+    def _start(self, run: Run, attempt: int, continues: bool) -> _Active:
+        command = run.command(python=self.python)
         log_path = self.logs / f"{run.name}.log"
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         with open(log_path, "a") as log_file:
             log_file.write(
-                f"==== {stamp} attempt {attempt}{' (reload)' if reload else ''}: {' '.join(command)}\n"
+                f"==== {stamp} attempt {attempt}{' (reload)' if continues else ''}: {' '.join(command)}\n"
             )
             log_file.flush()
+            offset = log_file.tell()
             env = {
                 **os.environ,
                 "OMP_NUM_THREADS": str(self.threads),
@@ -187,54 +244,82 @@ class LocalRunner:
                 # The runner starts children from its main thread only, so preexec_fn is safe here.
                 preexec_fn=_terminate_with_parent(os.getpid()),  # noqa: PLW1509
             )
-        verb = "reloading" if reload else "starting"
+        verb = "continuing" if continues else "starting"
         self.progress.event(f"{verb} {run.name}" + (f" (attempt {attempt})" if attempt > 1 else ""))
-        return _Active(run, process, time.monotonic(), attempt, log_path)
+        return _Active(run, process, time.monotonic(), attempt, log_path, offset)
 
-    def _collect(self, job: _Active, code: int, elapsed: float, outcomes: dict, durations: list) -> bool:
-        """Record how a child ended; return True to start it again (reload)."""
-        run, took = job.run, format_seconds(elapsed)
+    def _collect(self, job: _Active, code: int) -> None:
+        """Record how a child ended: an outcome, a retry, or a wait for whoever holds the run folder now."""
+        run = job.run
+        elapsed = time.monotonic() - job.started
+        took = format_seconds(elapsed)
         self._seconds[run.name] = self._seconds.get(run.name, 0.0) + elapsed
-        meta = read_meta(run.save_dir)
-        if code == EXIT_FINISHED and (meta or {}).get("status") != "finished":
-            code = EXIT_FAILED  # the run folder is the truth: exit 0 without "finished" is no success
-        if code == EXIT_FINISHED:
-            durations.append(elapsed)
-            outcomes[run.name] = Outcome(run, "finished", f"in {took}", job.log, job.attempt)
-            self.progress.event(f"finished {run.name} in {took}")
-            return False
-        if self._stop_requests:  # exit 3 after a checkpoint; killed if it had not started training yet
-            how = "checkpoint written" if code == EXIT_INTERRUPTED else f"exit {code}"
-            outcomes[run.name] = Outcome(run, "interrupted", f"stopped ({how})", job.log, job.attempt)
-            self.progress.event(f"stopped {run.name} ({how})")
-            return False
-        reason = describe_exit(code, meta)
-        if code != EXIT_USAGE and job.attempt <= self.retries and not self._stop_requests:
+        meta = _read_meta_or_none(run.save_dir)
+        status = (meta or {}).get("status")
+        if code == ExitCode.FINISHED and status != fmt.FINISHED:
+            code = ExitCode.FAILED  # the run folder is the truth: exit 0 without "finished" is no success
+        if code == ExitCode.FINISHED:
+            self.durations.append(elapsed)
+            self._finish(job, Outcome(run, "finished", f"in {took}"), f"finished {run.name} in {took}")
+        elif self._stop_requests:  # exit 3 after a checkpoint; killed if it had not started training yet
+            how = "checkpoint written" if code == ExitCode.INTERRUPTED else describe_exit(code, None)
+            self._finish(job, Outcome(run, "interrupted", f"stopped ({how})"), f"stopped {run.name} ({how})")
+        elif code == ExitCode.DIVERGED:
+            reason = describe_exit(code, meta)
+            self._finish(
+                job,
+                Outcome(run, fmt.DIVERGED, f"{reason}; not retried: it would diverge again"),
+                f"DIVERGED {run.name} after {took}: not retried, it would diverge again; log: {job.log}",
+            )
+        elif code == ExitCode.USAGE:
+            # Refused before it wrote anything. When another process writes the folder now (a runner that was
+            # killed leaves its children checkpointing for a moment), that process has the run: wait for it.
+            self._release(run)
+            state = plan_run(run, self.root, self.claims)
+            if state.action == BUSY:
+                self._follow_plan(run, state, first=False)
+                return
+            reason = describe_exit(code, meta, _printed_error(job))
+            self._finish(
+                job,
+                Outcome(run, "refused", reason),
+                f"REFUSED {run.name}: {reason}; log: {job.log}",
+            )
+        elif job.attempt <= self.retries:
+            reason = describe_exit(code, meta)
             self.progress.event(f"{run.name} {reason} after {took}: retrying (log: {job.log})")
-            return True
-        outcomes[run.name] = Outcome(run, "failed", reason, job.log, job.attempt)
-        self.progress.event(f"FAILED {run.name}: {reason} after {job.attempt} attempt(s); log: {job.log}")
-        return False
+            self.queue.append(run)  # keeps its claim: no other runner takes it between the attempts
+        else:
+            reason = describe_exit(code, meta)
+            self._finish(
+                job,
+                Outcome(run, "failed", reason),
+                f"FAILED {run.name}: {reason} after {job.attempt} attempt(s); log: {job.log}",
+            )
 
-    def _stop(self, active: dict) -> None:
+    def _finish(self, job: _Active, outcome: Outcome, event: str) -> None:
+        outcome.log, outcome.attempts = job.log, job.attempt
+        self.outcomes[job.run.name] = outcome
+        self._release(job.run)
+        self.progress.event(event)
+
+    def _stop(self) -> None:
         signal_to_send = signal.SIGTERM if self._stop_requests == 1 else signal.SIGKILL
-        for job in active.values():
+        for job in self.active.values():
             if job.signalled != signal_to_send:
                 with contextlib.suppress(ProcessLookupError):
                     job.process.send_signal(signal_to_send)
                 job.signalled = signal_to_send
 
-    def _update(self, outcomes, active, busy, queue, durations) -> None:
-        done = sum(o.status in ("finished", "skipped") for o in outcomes.values())
-        failed = sum(o.status == "failed" for o in outcomes.values())
-        refused = sum(o.status == "refused" for o in outcomes.values())
+    def _update(self) -> None:
         now = time.monotonic()
         eta = estimate_seconds(
-            durations, [now - job.started for job in active.values()], len(queue), self.slots
+            self.durations, [now - job.started for job in self.active.values()], len(self.queue), self.slots
         )
-        self.progress.update(Counts(done, len(active) + len(busy), failed, len(queue), refused), eta)
+        running = len(self.active) + len(self.waiting)
+        self.progress.update(count(self.outcomes.values(), running, len(self.queue)), eta)
 
-    # --- the runner's own signals ------------------------------------------------------------------------
+    # --- the runner's own signals --------------------------------------------------------------------------
 
     def _install_signal_handlers(self):
         def request_stop(signum, frame):
@@ -259,6 +344,27 @@ class LocalRunner:
             signal.signal(signum, handler)
 
 
+def _read_meta_or_none(save_dir: Path) -> dict | None:
+    try:
+        return read_meta(save_dir)
+    except RunFolderError:  # not written (refused before), or damaged: the exit code says what happened
+        return None
+
+
+def _printed_error(job: _Active, limit: int = 6) -> str | None:
+    """What bin/train.py printed after "error:" in this attempt's output (a refusal writes nothing else)."""
+    try:
+        with open(job.log, errors="replace") as f:
+            f.seek(job.log_offset)
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for i, line in enumerate(lines):
+        if line.startswith("error: "):
+            return "\n    ".join([line[len("error: ") :], *lines[i + 1 : i + limit]]).rstrip()
+    return None
+
+
 def _terminate_with_parent(parent_pid: int):
     """A preexec_fn asking the kernel to send the child SIGTERM when the runner dies (Linux)."""
 
@@ -274,30 +380,3 @@ def _terminate_with_parent(parent_pid: int):
             os.kill(os.getpid(), signal.SIGTERM)
 
     return preexec if sys.platform.startswith("linux") else None
-
-
-def describe_exit(code: int, meta: dict | None) -> str:
-    if code < 0:
-        text = f"was killed by {signal.Signals(-code).name}"
-    elif code == EXIT_USAGE:
-        text = "was refused by bin/train.py (exit 2: configuration or run-folder error)"
-    elif code == EXIT_INTERRUPTED:
-        text = "was interrupted by a signal from outside"
-    else:
-        text = f"failed (exit {code})"
-    error = (meta or {}).get("error") or {}
-    if error.get("message"):
-        text += f": {error.get('type', 'Error')}: {error['message']}"
-    return text
-
-
-def describe_owner(meta: dict | None) -> str:
-    meta = meta or {}
-    return f"host {meta.get('host', '?')}, pid {meta.get('pid', '?')}, heartbeat {meta.get('heartbeat', '?')}"
-
-
-def refusal_message(run: Run, differences: list[str]) -> str:
-    lines = [f"REFUSED {run.name}: its run folder {run.save_dir} was made with another config:"]
-    lines += [f"    {d}" for d in differences]
-    lines.append("    Move that folder away (or prepare the experiment under another name) to run it again.")
-    return "\n".join(lines)

@@ -1,61 +1,68 @@
 """The SLURM backend: submit the prepared runs as a job array with sbatch, then track the jobs until they end.
 
-SLURM does all the scheduling; this module only writes the job script, calls `sbatch`, and reads `squeue` /
-`scontrol` and the run folders (sacct needs slurmdbd, which many clusters and the dev cluster do not have).
+SLURM does all the scheduling; this module only writes the job script (from the template slurm_job.sh beside
+it), calls `sbatch`, and reads `squeue` / `scontrol` and the run folders (sacct needs slurmdbd, which many
+clusters and the dev cluster do not have).
 
-Time limits and preemption (see the comment at the top of every job script):
+Each job runs its run's line of jobs.txt (`bin/train.py ... -b training_loop.reload="auto"`): bin/train.py
+starts the run, continues it, or exits 0 when it had finished. So a requeued job continues from the newest
+checkpoint, and the job script decides nothing about the run. Time limits and preemption:
 - `#SBATCH --signal=B:USR1@<signal_seconds>`: SLURM sends SIGUSR1 to the batch script that long before the
   time limit. The script passes it on to bin/train.py, which finishes its step, writes a checkpoint, marks the
   run "interrupted" and exits 3. The script then requeues its own job (`scontrol requeue $SLURM_JOB_ID`).
 - `--requeue`: a preempted job (PreemptMode=REQUEUE) or one requeued by an admin is started again. Its SIGTERM
   reaches bin/train.py, which stops the same way.
-- A requeued job finds meta.json in its run folder and adds `-b training_loop.reload=True`: it continues from
-  the newest checkpoint. A job whose run is already finished exits at once.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import getpass
 import json
 import logging
+import re
 import shlex
-import shutil
-import subprocess
+import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ginlab.experiments.backends.classify import RELOAD, Run, effective_status, inspect_run, read_meta
-from ginlab.experiments.backends.local import Outcome, describe_owner, refusal_message
-from ginlab.experiments.experiment import ExperimentError
-from ginlab.experiments.progress import Counts, Progress
+from ginlab.errors import ExitCode, RunFolderError
+from ginlab.experiments.backends.plan import (
+    BUSY,
+    REFUSE,
+    SKIP,
+    Outcome,
+    count,
+    describe_exit,
+    first_sentence,
+    plan_run,
+    refusal_message,
+    skipped,
+)
+from ginlab.experiments.backends.slurm_cli import (
+    ACTIVE_STATES,
+    Job,
+    SlurmRefused,
+    SlurmUnavailable,
+    output_pattern,
+    parse_scontrol_job,
+    parse_squeue,
+    sbatch_value,
+    slurm_command,
+)
+from ginlab.experiments.experiment import ExperimentError, Run
+from ginlab.experiments.progress import Progress
+from ginlab.runfolder import format as fmt
+from ginlab.runfolder import read_meta, run_status
 from ginlab.runfolder.atomic import atomic_write_text
 from ginlab.runfolder.jsonlines import JsonLinesError, append_line, read_records
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATES = {
-    "PENDING",
-    "RUNNING",
-    "CONFIGURING",
-    "COMPLETING",
-    "REQUEUED",
-    "REQUEUE_HOLD",
-    "REQUEUE_FED",
-    "RESIZING",
-    "SUSPENDED",
-    "STOPPED",
-    "SIGNALING",
-    "STAGE_OUT",
-    "RESV_DEL_HOLD",
-}
-
-
+TEMPLATE = Path(__file__).with_name("slurm_job.sh")
 UNREACHABLE_SECONDS = 300  # while tracking, how long the queue may not answer before `run` gives up
-
-
-class SlurmUnavailable(ExperimentError):
-    """sbatch is missing or the cluster does not answer."""
 
 
 @dataclasses.dataclass
@@ -70,7 +77,7 @@ class SlurmOptions:
         mem: --mem, e.g. "8G".
         signal_seconds: SIGUSR1 this many seconds before the time limit, to checkpoint and requeue.
         max_parallel: at most this many jobs of the array at once (--array=...%N).
-        extra: more sbatch arguments, as given.
+        extra: more sbatch arguments, as given ("--account=myproject", "--exclusive").
     """
 
     partition: str | None = None
@@ -83,6 +90,7 @@ class SlurmOptions:
     extra: list[str] = dataclasses.field(default_factory=list)
 
     def directives(self) -> list[str]:
+        """The #SBATCH lines of these options, every value quoted for sbatch."""
         values = {
             "partition": self.partition,
             "time": self.time,
@@ -90,58 +98,39 @@ class SlurmOptions:
             "gpus": self.gpus,
             "mem": self.mem,
         }
-        lines = [f"#SBATCH --{key}={value}" for key, value in values.items() if value not in (None, "", 0)]
-        return lines + [f"#SBATCH {shlex.join([arg])}" for arg in self.extra]
+        lines = [
+            f"#SBATCH --{key}={sbatch_value(value, f'--{key}')}"
+            for key, value in values.items()
+            if value not in (None, "", 0)
+        ]
+        for argument in self.extra:
+            option, equals, value = argument.partition("=")
+            if not option.startswith("-") or any(c.isspace() for c in option):
+                raise ExperimentError(
+                    f"--sbatch {argument!r} is not an sbatch option: give one option per --sbatch, written "
+                    f"--name=value or --flag (e.g. --sbatch=--account=myproject)."
+                )
+            lines.append(f"#SBATCH {option}={sbatch_value(value, option)}" if equals else f"#SBATCH {option}")
+        return lines
 
 
-@dataclasses.dataclass
-class Job:
-    """A SLURM job running (or waiting to run) one run: an element of an array."""
-
-    job_id: str  # the element's own id, what scontrol requeue/update take
-    array_id: str
-    index: int
-    state: str
-    reason: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.array_id}_{self.index}"
-
-
-def local_instead(experiment_name: str) -> str:
-    return (
-        f"To run the experiment on this machine instead: python experiments/{experiment_name}/main.py run "
-        "--backend local"
-    )
-
-
-def slurm_command(args: list[str], experiment_name: str, timeout: float = 60) -> str:
-    """Run a SLURM client command; return its stdout.
+def render(template: str, values: dict[str, object]) -> str:
+    """The template with each {{name}} replaced by str(values[name]).
 
     Raises:
-        SlurmUnavailable: the command is missing, timed out, or failed (with its message).
+        KeyError: the template names a value not given, or a given value is not used (a template and its
+            caller that disagree are a bug, not a run to submit).
     """
-    if shutil.which(args[0]) is None:
-        raise SlurmUnavailable(
-            f"`{args[0]}` not found: SLURM is not installed on this machine (or not on PATH), so the "
-            f"experiment cannot be submitted to a cluster.\n{local_instead(experiment_name)}"
-        )
-    try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise SlurmUnavailable(
-            f"`{shlex.join(args)}` got no answer within {timeout:.0f} s: the SLURM controller is not "
-            f"answering.\n{local_instead(experiment_name)}"
-        ) from None
-    if result.returncode != 0:
-        message = (result.stderr or result.stdout).strip()
-        raise SlurmUnavailable(
-            f"`{shlex.join(args)}` failed (exit {result.returncode}): {message}\n"
-            f"Is the cluster up? (`sinfo`; for the development cluster: sudo bin/slurm-dev-cluster start)\n"
-            f"{local_instead(experiment_name)}"
-        )
-    return result.stdout
+    used = set()
+
+    def fill(match: re.Match) -> str:
+        used.add(match.group(1))
+        return str(values[match.group(1)])
+
+    text = re.sub(r"\{\{(\w+)\}\}", fill, template)
+    if set(values) - used:
+        raise KeyError(f"{TEMPLATE.name} does not use {sorted(set(values) - used)}")
+    return text
 
 
 class SlurmBackend:
@@ -152,10 +141,12 @@ class SlurmBackend:
         root: the repository root (the jobs' working directory).
         folder: where job scripts, the submission record and the jobs' output go (`<results>/slurm`).
         options: what each job asks for.
-        retries: how often a failed run is submitted again (reloading) before it is reported as failed.
+        retries: how often a failed run is submitted again (it continues) before it is reported as failed.
         poll_seconds: how often squeue is asked while tracking.
-        python: the interpreter the jobs run bin/train.py with (default: this one; it must exist
-            on the nodes).
+        python: the interpreter the jobs run bin/train.py with (default: this one; it must exist on the
+            nodes).
+        progress: where events and counts are shown.
+        claims: the experiment's claims folder: runs a local runner holds are not submitted.
     """
 
     def __init__(
@@ -168,6 +159,7 @@ class SlurmBackend:
         poll_seconds: float = 10,
         python: str | None = None,
         progress: Progress | None = None,
+        claims: Path | None = None,
     ):
         self.name = name
         self.root = Path(root)
@@ -177,6 +169,7 @@ class SlurmBackend:
         self.poll_seconds = poll_seconds
         self.python = python or sys.executable
         self.progress = progress or Progress(f"{name} on SLURM")
+        self.claims = claims
         self.submissions = self.folder / "submissions.jsonl"
 
     # --- the cluster ---------------------------------------------------------------------------------------
@@ -194,17 +187,11 @@ class SlurmBackend:
         output = slurm_command(
             ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%A|%F|%K|%T|%r"], self.name
         )
-        jobs = {}
-        for line in output.splitlines():
-            fields = line.strip().split("|")
-            if len(fields) != 5 or not fields[2].isdigit() or (fields[1], int(fields[2])) not in names:
-                continue
-            job = Job(
-                job_id=fields[0], array_id=fields[1], index=int(fields[2]), state=fields[3], reason=fields[4]
-            )
-            if job.state in ACTIVE_STATES:
-                jobs[names[fields[1], job.index]] = job
-        return jobs
+        return {
+            names[job.array_id, job.index]: job
+            for job in parse_squeue(output)
+            if (job.array_id, job.index) in names and job.state in ACTIVE_STATES
+        }
 
     def _submitted_names(self) -> dict[tuple[str, int], str]:
         """{(array id, array index): run name} of every submission (indices can change when the grid does)."""
@@ -222,16 +209,14 @@ class SlurmBackend:
                 names[str(entry["array_id"]), index] = name
         return names
 
-    def job_state(self, job_id: str) -> str | None:
-        """JobState of one job from scontrol (it knows ended jobs for MinJobAge, 300 s by default)."""
+    def job_info(self, job_id: str) -> tuple[str | None, int | None]:
+        """(JobState, exit code) of one job from scontrol, which knows ended jobs for MinJobAge (300 s by
+        default); (None, None) when it does not know the job (any more)."""
         try:
             output = slurm_command(["scontrol", "-o", "show", "job", job_id], self.name, timeout=30)
-        except SlurmUnavailable:
-            return None
-        for field in output.split():
-            if field.startswith("JobState="):
-                return field.split("=", 1)[1]
-        return None
+        except (SlurmUnavailable, SlurmRefused):
+            return None, None
+        return parse_scontrol_job(output)
 
     def last_jobs(self) -> dict[str, str]:
         """{run name: "arrayid_index"} of the newest submission of each run."""
@@ -240,90 +225,58 @@ class SlurmBackend:
     # --- submitting ----------------------------------------------------------------------------------------
 
     def job_script(self, runs: list[Run]) -> str:
-        """A batch script running the given runs as elements of a job array (index = the run's index)."""
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        lines = [
-            "#!/bin/bash",
-            f"# {self.name}: {len(runs)} run(s) of bin/train.py as a SLURM job array, written on {stamp}.",
-            "# The array index is the run's index in experiment.json; submit again by hand with",
-            "#   sbatch --array=I,J <this file>",
-            (
-                "# Time limit: SLURM sends SIGUSR1 to this script --signal seconds before it; "
-                "the script passes it to"
-            ),
-            "# bin/train.py (checkpoint, exit 3) and requeues the job, which then reloads the run. A SIGTERM",
-            (
-                "# (scancel, preemption) is passed on too; "
-                "then only SLURM itself requeues (preemption), not the script."
-            ),
-            f"#SBATCH --job-name={self.name}",
-            f"#SBATCH --output={self.folder / 'output'}/%A_%a.out",
-            "#SBATCH --open-mode=append",
-            "#SBATCH --requeue",
-            f"#SBATCH --signal=B:USR1@{int(self.options.signal_seconds)}",
-            *self.options.directives(),
-            "set -u",
-            f"cd {shlex.quote(str(self.root))}",
-            'case "${SLURM_ARRAY_TASK_ID:-}" in',
+        """A batch script running the given runs as elements of a job array (index = the run's index).
+
+        Raises:
+            ExperimentError: a path or option cannot be written into an #SBATCH line (sbatch_value).
+        """
+        cases = [
+            f"    {run.index}) save_dir={shlex.quote(str(run.save_dir))}; "
+            f"command=({shlex.join(run.command(python=self.python))}) ;;"
+            for run in runs
         ]
-        for run in runs:
-            command = run.command(python=self.python)
-            lines.append(
-                f"    {run.index}) save_dir={shlex.quote(str(run.save_dir))}; "
-                f"command=({shlex.join(command)}) ;;"
-            )
-        lines += [
-            '    *) echo "no run with array index ${SLURM_ARRAY_TASK_ID:-(none)} in $0" >&2; exit 2 ;;',
-            "esac",
-            (
-                'echo "==== $(date -Is) job $SLURM_JOB_ID (${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}) on '
-                '$(hostname), start ${SLURM_RESTART_COUNT:-0}: $save_dir"'
-            ),
-            'if [ -f "$save_dir/meta.json" ]; then',
-            '    if grep -q \'"status": *"finished"\' "$save_dir/meta.json"; then',
-            '        echo "finished already: nothing to do"; exit 0',
-            "    fi",
-            (
-                f"    command+=(-b {RELOAD})  # interrupted, failed or killed: "
-                "continue from the newest checkpoint"
-            ),
-            "fi",
-            'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}" MKL_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
-            "export PYTHONUNBUFFERED=1",
-            'signalled=""',
-            'forward() { signalled="$1"; kill -s "$1" "$child" 2>/dev/null || true; }',
-            "trap 'forward USR1' USR1",
-            "trap 'forward TERM' TERM",
-            '"${command[@]}" &',
-            "child=$!",
-            "# wait returns early when a trapped signal arrives: wait again until bin/train.py has exited.",
-            'wait "$child"',
-            'while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
-            'wait "$child"; code=$?',
-            'echo "==== $(date -Is) bin/train.py exited with $code${signalled:+ after SIG$signalled}"',
-            (
-                "# 3: checkpoint written; 138 (128 + SIGUSR1): "
-                "the signal came before bin/train.py could handle it."
-            ),
-            'if [ "$signalled" = USR1 ] && { [ "$code" = 3 ] || [ "$code" = 138 ]; }; then',
-            '    echo "==== time limit near: requeueing job $SLURM_JOB_ID"',
-            '    scontrol requeue "$SLURM_JOB_ID"',
-            "fi",
-            'exit "$code"',
-        ]
-        return "\n".join(lines) + "\n"
+        return render(
+            TEMPLATE.read_text(),
+            {
+                "experiment": self.name,
+                "count": len(runs),
+                "written": datetime.now(UTC).isoformat(timespec="seconds"),
+                "job_name": sbatch_value(self.name, "The experiment name"),
+                "output": sbatch_value(output_pattern(str(self.folder / "output")), "The results folder"),
+                "signal_seconds": int(self.options.signal_seconds),
+                "directives": "\n".join(self.options.directives()),
+                "root": shlex.quote(str(self.root)),
+                "cases": "\n".join(cases),
+                "exit_usage": int(ExitCode.USAGE),
+                "exit_interrupted": int(ExitCode.INTERRUPTED),
+                "exit_usr1_unhandled": 128 + signal.SIGUSR1,
+            },
+        )
 
     def submit(self, runs: list[Run]) -> str:
-        """Write a job script for `runs` and submit it as one job array; return the array's job id."""
+        """Write a job script for `runs` and submit it as one job array; return the array's job id.
+
+        Raises:
+            SlurmRefused: sbatch rejected the script or an option (its message, and the script's path).
+            SlurmUnavailable: the controller does not answer.
+        """
+        text = self.job_script(runs)  # before anything is written: a path sbatch cannot read is refused here
         (self.folder / "output").mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
         script = self.folder / f"job-{stamp}.sh"
-        atomic_write_text(script, self.job_script(runs))
+        atomic_write_text(script, text)
         script.chmod(0o755)
         array = ",".join(str(run.index) for run in runs)
         if self.options.max_parallel:
             array += f"%{self.options.max_parallel}"
-        output = slurm_command(["sbatch", "--parsable", f"--array={array}", str(script)], self.name)
+        try:
+            output = slurm_command(["sbatch", "--parsable", f"--array={array}", str(script)], self.name)
+        except SlurmRefused as error:
+            raise SlurmRefused(
+                f"sbatch refused the job script {script}:\n{error}\nNothing was submitted. Read the script, "
+                f"fix what sbatch names (an option of `run --backend slurm` or of the experiment's slurm "
+                f"settings), and run again."
+            ) from None
         array_id = output.strip().split(";")[0]
         append_line(
             self.submissions,
@@ -352,23 +305,20 @@ class SlurmBackend:
         outcomes: dict[str, Outcome] = {}
         to_submit, tracked = [], {}
         for run in runs:
-            state = inspect_run(run, self.root)
             if run.name in active:
                 tracked[run.name] = run
-                self.progress.event(
-                    f"{run.name}: already {active[run.name].state} as job {active[run.name].label}"
-                )
-            elif state.action == "skip":
-                outcomes[run.name] = Outcome(run, "skipped", "finished before")
-            elif state.action == "conflict":
-                outcomes[run.name] = Outcome(run, "refused", "; ".join(state.differences))
-                self.progress.event(refusal_message(run, state.differences))
-            elif state.action == "busy":
-                outcomes[run.name] = Outcome(run, "busy", f"running elsewhere ({describe_owner(state.meta)})")
-                self.progress.event(
-                    f"{run.name} is running outside this experiment's jobs "
-                    f"({describe_owner(state.meta)}): not submitted"
-                )
+                job = active[run.name]
+                self.progress.event(f"{run.name}: already {job.state} as job {job.label}")
+                continue
+            state = plan_run(run, self.root, self.claims)
+            if state.action == SKIP:
+                outcomes[run.name] = skipped(run, state)
+            elif state.action == REFUSE:
+                outcomes[run.name] = Outcome(run, "refused", "; ".join(state.reasons))
+                self.progress.event(refusal_message(run, state))
+            elif state.action == BUSY:
+                outcomes[run.name] = Outcome(run, "busy", state.reasons[0])
+                self.progress.event(f"{run.name} is {state.reasons[0]}: not submitted")
             else:
                 to_submit.append(run)
         attempts = {run.name: 0 for run in runs}
@@ -378,7 +328,7 @@ class SlurmBackend:
                 self.progress.event(f"submitted {len(to_submit)} run(s) as job array {array_id}")
                 tracked.update({run.name: run for run in to_submit})
             try:
-                self._track(tracked, outcomes, attempts, runs)
+                self._track(tracked, outcomes, attempts)
             except KeyboardInterrupt:
                 self.progress.event(
                     "stopped tracking: the jobs keep running on the cluster; `status` shows them "
@@ -394,7 +344,7 @@ class SlurmBackend:
             attempts[run.name] += 1
         return self.submit(runs)
 
-    def _track(self, tracked: dict[str, Run], outcomes: dict, attempts: dict, runs: list[Run]) -> None:
+    def _track(self, tracked: dict[str, Run], outcomes: dict, attempts: dict) -> None:
         seen: dict[str, tuple] = {}
         labels = self.last_jobs()
         unreachable_since = None
@@ -425,66 +375,78 @@ class SlurmBackend:
                         self.progress.event(f"job {job.label} {run.name}: {job.state}{why}")
                     labels[name] = job.label
                     continue
-                label = labels.get(name, "?")
-                # Gone from squeue. A job between its end and its requeue can be missing for a moment.
-                meta = read_meta(run.save_dir)
-                status = effective_status(meta) if meta else "missing"
-                job_state = self.job_state(label) if status != "finished" else None
-                if job_state in ACTIVE_STATES:
-                    continue
-                del tracked[name]
-                out = self.output_path(label)
-                if status == "finished":
-                    outcomes[run.name] = Outcome(run, "finished", f"job {label}", out, attempts[name])
-                    self.progress.event(f"finished {run.name} (job {label})")
-                elif (job_state or "").startswith("CANCELLED"):  # scancel: someone's decision, not a failure
-                    saved = {"interrupted": "a checkpoint", "missing": "the run not started"}.get(
-                        status, f"the run {status}"
-                    )
-                    outcomes[run.name] = Outcome(
-                        run,
-                        "interrupted",
-                        f"job {label} was cancelled, leaving {saved}; `run` continues it",
-                        out,
-                        attempts[name],
-                    )
-                    self.progress.event(
-                        f"{run.name}: job {label} was cancelled, leaving {saved}; output: {out}"
-                    )
-                elif attempts[name] <= self.retries:
-                    # Failed, killed, timed out without requeueing, or not startable (NODE_FAIL ...):
-                    # reload it.
-                    self.progress.event(
-                        f"{run.name}: {ended(label, status, meta, job_state)}; submitting it "
-                        f"again (output: {out})"
-                    )
-                    retry.append(run)
-                else:
-                    reason = ended(label, status, meta, job_state)
-                    outcomes[run.name] = Outcome(run, "failed", reason, out, attempts[name])
-                    self.progress.event(
-                        f"FAILED {run.name}: {reason}; output: {out}, run log: {run.save_dir / 'log.txt'}"
-                    )
+                if self._ended(run, labels.get(name, "?"), attempts[name], outcomes):
+                    del tracked[name]
+                    if name not in outcomes:
+                        retry.append(run)
             if retry:
                 array_id = self._submit(retry, attempts)
                 tracked.update({run.name: run for run in retry})
                 for run in retry:
                     seen.pop(run.name, None)
                     labels[run.name] = f"{array_id}_{run.index}"
-            done = sum(o.status in ("finished", "skipped") for o in outcomes.values())
-            failed = sum(o.status == "failed" for o in outcomes.values())
-            running = sum(job.state == "RUNNING" for i, job in active.items() if i in tracked)
-            self.progress.update(
-                Counts(
-                    done,
-                    running,
-                    failed,
-                    len(tracked) - running,
-                    sum(o.status == "refused" for o in outcomes.values()),
-                )
-            )
+            running = sum(job.state == "RUNNING" for name, job in active.items() if name in tracked)
+            self.progress.update(count(outcomes.values(), running, len(tracked) - running))
             if tracked:
                 time.sleep(self.poll_seconds)
+
+    def _ended(self, run: Run, label: str, attempts: int, outcomes: dict) -> bool:
+        """A job gone from squeue: record how its run ended, or leave it out of `outcomes` to submit it again.
+
+        Returns False while the job only seems gone (between its end and its requeue it can be missing for a
+        moment).
+        """
+        try:
+            meta = read_meta(run.save_dir)
+        except RunFolderError:  # not written (the job ended before bin/train.py wrote it), or damaged
+            meta = None
+        status = run_status(meta) if meta else "missing"
+        job_state, code = self.job_info(label) if status != fmt.FINISHED else (None, None)
+        if job_state in ACTIVE_STATES:
+            return False
+        out = self.output_path(label)
+        if status == fmt.FINISHED:
+            outcomes[run.name] = Outcome(run, "finished", f"job {label}", out, attempts)
+            self.progress.event(f"finished {run.name} (job {label})")
+        elif status in (fmt.DIVERGED, fmt.PRUNED):  # ended for good: it would diverge again
+            error = (meta.get("error") or {}).get("message")
+            message = (
+                f"job {label}: the run {status}{': ' + first_sentence(error) if error else ''}; not retried"
+            )
+            outcomes[run.name] = Outcome(run, status, message, out, attempts)
+            self.progress.event(f"{status.upper()} {run.name}: {message}; output: {out}")
+        elif (job_state or "").startswith("CANCELLED"):  # scancel: someone's decision, not a failure
+            left = {"interrupted": "a checkpoint", "missing": "the run not started"}.get(
+                status, f"the run {status}"
+            )
+            message = f"job {label} was cancelled, leaving {left}; `run` continues it"
+            outcomes[run.name] = Outcome(run, "interrupted", message, out, attempts)
+            self.progress.event(f"{run.name}: job {label} was cancelled, leaving {left}; output: {out}")
+        elif code == ExitCode.USAGE:  # bin/train.py refused before writing: running it again changes nothing
+            reason = f"job {label}: bin/train.py {describe_exit(code, None, _printed_error(out))}"
+            outcomes[run.name] = Outcome(run, "refused", reason, out, attempts)
+            self.progress.event(f"REFUSED {run.name}: {reason}; output: {out}")
+        elif attempts <= self.retries:
+            # Failed, killed, timed out without requeueing, or not startable (NODE_FAIL ...): run it again.
+            reason = ended(label, status, meta, job_state)
+            self.progress.event(f"{run.name}: {reason}; submitting it again (output: {out})")
+        else:
+            reason = ended(label, status, meta, job_state)
+            outcomes[run.name] = Outcome(run, "failed", reason, out, attempts)
+            self.progress.event(
+                f"FAILED {run.name}: {reason}; output: {out}, run log: {run.save_dir / fmt.LOG}"
+            )
+        return True
+
+
+def _printed_error(output: Path) -> str | None:
+    """The last "error: ..." line bin/train.py printed into a job's output file."""
+    try:
+        lines = output.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line[len("error: ") :] for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else None
 
 
 def ended(label: str, status: str, meta: dict | None, job_state: str | None) -> str:
