@@ -24,8 +24,8 @@ INDEX = ("epoch", "step", "time")
 DIRECT_LIMIT = 400
 
 
-def read_histories(paths: dict[str, str], metric: str | None = None) -> dict[str, pd.DataFrame]:
-    """The histories of these runs (name -> folder) by name; runs that cannot be read are left out.
+def read_histories(paths: dict[str, str], metric: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The histories of these runs (name -> folder): name -> {column: values}; unreadable runs left out.
 
     Args:
         paths: run names and their folders.
@@ -41,39 +41,42 @@ def read_histories(paths: dict[str, str], metric: str | None = None) -> dict[str
         except (OSError, ValueError) as error:  # RunFolderError is a ValueError
             logger.info("cannot read the histories of %d runs: %s", len(paths), error)
             return {}
-    if metric is not None:
-        frame = frame[[c for c in ("run", *INDEX, metric) if c in frame.columns]]
+    columns = [c for c in frame.columns if c != "run" and (metric is None or c in (*INDEX, metric))]
+    arrays = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64").to_numpy() for c in columns}
+    codes = frame["run"].cat.codes.to_numpy()  # the rows come run after run
+    positions = np.arange(len(frame["run"].cat.categories))
+    starts, stops = np.searchsorted(codes, positions), np.searchsorted(codes, positions, side="right")
     by_path = {path: name for name, path in paths.items()}
     return {
-        by_path.get(path, path): rows.drop(columns=["run"]).reset_index(drop=True)
-        for path, rows in frame.groupby("run", observed=True, sort=False)
+        by_path.get(path, path): {c: values[start:stop] for c, values in arrays.items()}
+        for path, start, stop in zip(frame["run"].cat.categories, starts, stops)
+        if stop > start
     }
 
 
-def metric_names(histories: dict[str, pd.DataFrame]) -> list[str]:
-    """The metric columns these histories have, in order of first appearance."""
+def metric_names(histories: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """The metric columns these histories have values for."""
     names: dict[str, None] = {}
-    for rows in histories.values():
-        names.update(dict.fromkeys(c for c in rows.columns if c not in INDEX))
+    for columns in histories.values():
+        names.update(dict.fromkeys(c for c, v in columns.items() if c not in INDEX and np.isfinite(v).any()))
     return list(names)
 
 
-def curve(rows: pd.DataFrame, metric: str, x: str) -> tuple[list, list]:
+def curve(columns: dict[str, np.ndarray], metric: str, x: str) -> tuple[list, list]:
     """(x values, metric values) of one run; epochs without the metric are left out."""
-    if metric not in rows.columns or x not in rows.columns:
+    if metric not in columns or x not in columns:
         return [], []
-    part = rows[[x, metric]].dropna(subset=[x])
-    part = part[np.isfinite(pd.to_numeric(part[metric], errors="coerce").astype("float64"))]
-    return numbers(part[x]), numbers(part[metric])
+    keep = np.isfinite(columns[metric]) & np.isfinite(columns[x])
+    return columns[x][keep].tolist(), columns[metric][keep].tolist()
 
 
-def band(histories: list[pd.DataFrame], metric: str, x: str) -> dict:
+def band(histories: list[dict[str, np.ndarray]], metric: str, x: str) -> dict:
     """Mean, std and number of runs at each epoch over these runs (x: the runs' mean x at that epoch)."""
-    parts = [rows[list(dict.fromkeys(["epoch", x, metric]))] for rows in histories if metric in rows.columns and x in rows.columns]
+    parts = [columns for columns in histories if metric in columns and x in columns]
     if not parts:
         return {"x": [], "y": [], "std": [], "n": []}
-    both = pd.concat(parts, ignore_index=True)
-    both = both[np.isfinite(pd.to_numeric(both[metric], errors="coerce").astype("float64"))]
+    both = pd.DataFrame({name: np.concatenate([p[name] for p in parts]) for name in dict.fromkeys(["epoch", x, metric])})
+    both = both[np.isfinite(both[metric])]
     grouped = both.groupby("epoch", sort=True)
     stats = grouped[metric].agg(["mean", "std", "count"])
     xs = grouped[x].mean() if x != "epoch" else stats.index.to_series()
