@@ -142,3 +142,62 @@ def write_experiment(root, name: str = "tune_lr", lrs=(0.001, 0.01), seeds=(0, 1
         "0000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"))  # fmt: skip
     (base / "report" / "summary.md").write_text(f"# {name}\n\nbest: lr=0.001\n")
     return base
+
+
+class BoardServer:
+    """A board served by uvicorn in a thread on a free loopback port (what bin/board.py runs)."""
+
+    def __init__(self, root, token: str | None = None, loopback: bool = True, stale_after: float = 300.0):
+        import threading
+
+        import uvicorn
+
+        from ginlab.board.data import Board
+        from ginlab.board.serve import _bind
+        from ginlab.board.server import build_app
+
+        self.board = Board(str(root), stale_after=stale_after)
+        self.board.start()
+        self.board.wait_checked(60)
+        sock = _bind("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        config = uvicorn.Config(build_app(self.board, token, loopback), log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def get(self, path: str, headers: dict | None = None):
+        """(status, JSON or text) of a GET request."""
+        return request(self.url + path.lstrip("/"), headers=headers)
+
+    def post(self, path: str, body: dict):
+        return request(self.url + path.lstrip("/"), body=body)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.board.stop()
+
+
+def request(url: str, body: dict | None = None, headers: dict | None = None):
+    """(status, decoded JSON or text, response headers) of an HTTP request."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            status, raw, got = response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        status, raw, got = error.code, error.read(), dict(error.headers)
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return status, json.loads(text), got
+    except ValueError:
+        return status, text, got

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ginlab.board import experiments as experiment_pages
-from ginlab.board.histories import band, curve, metric_names, read_histories
+from ginlab.board.histories import DIRECT_LIMIT, band, curve, metric_names, read_histories
 from ginlab.board.paths import BoardError, resolve_inside
 from ginlab.board.query import View, group_members, group_rows, rows_json, select_runs, sort_rows
 from ginlab.board.run_page import load_run_page, read_log
@@ -151,7 +151,8 @@ class Board:
             for key in groups:
                 members[key] = list(group_members(selected, view.group, _parse_key(key)).index)
         wanted = {name: frame.at[name, "run"] for name in [*known, *(n for m in members.values() for n in m)]}
-        histories = read_histories(wanted, metric if metric else None)
+        # Few runs: every metric (the page offers them all); many: only the one drawn.
+        histories = read_histories(wanted, None if len(wanted) <= DIRECT_LIMIT else metric)
         series = []
         for name in known:
             xs, ys = curve(histories.get(name, {}), metric, x)

@@ -82,6 +82,9 @@
     }
     return node;
   }
+  function fill(node, ...children) {  // replaceChildren without the null of a missing part
+    node.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+  }
   function statusBadge(status) {
     const known = STATUSES.includes(status) ? status : "other";
     return h("span", { class: "status " + known }, status || "?");
@@ -513,7 +516,7 @@
     const compareInput = h("input", { type: "search", placeholder: "another run's name", value: board.state.cmp,
       size: 30, list: "run-names" });
     const names = h("datalist", { id: "run-names" }, board.rows.slice(0, 200).map((r) => h("option", { value: r.name })));
-    panel.replaceChildren(
+    fill(panel,
       closeButton(),
       h("h2", {}, page.name, " ", statusBadge(row.status || meta.status)),
       page.problems.length ? h("div", { class: "problems" }, page.problems.map((p) => h("p", { class: "problem" }, p))) : null,
@@ -580,7 +583,7 @@
     if (tab !== "experiments" || STATIC) return;
     const list = await api("api/experiments");
     board.experiments = list;
-    view.replaceChildren(list.length ? "" : h("p", {}, "no experiment folders (with an experiment.json) under this root"),
+    fill(view, list.length ? "" : h("p", {}, "no experiment folders (with an experiment.json) under this root"),
       ...list.map((e) => h("div", { class: "experiment" },
         h("h3", {}, e.title, " ", h("small", {}, e.name)),
         h("p", {}, "prepared ", formatTime(e.prepared), " · ", String(e.runs), " runs: ",
