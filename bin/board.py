@@ -39,14 +39,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_arguments(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folder", nargs="?", default=os.environ.get("RESULTS_DIR", "results"),
                         help="the results folder (default: $RESULTS_DIR or ./results)")  # fmt: skip
     parser.add_argument("--port", type=int, help="port (default 8765, or any free one when it is taken)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1; any other requires the printed token)")  # fmt: skip
-    parser.add_argument("--export", metavar="FILE", help="write a self-contained HTML page of a view and exit")
-    parser.add_argument("--view", metavar="URL", help="with --export: the board URL of the view (its #... part)")
+                        help="address (default 127.0.0.1; any other needs the printed token)")  # fmt: skip
+    parser.add_argument(
+        "--export", metavar="FILE", help="write a self-contained HTML page of a view and exit"
+    )
+    parser.add_argument(
+        "--view", metavar="URL", help="with --export: the board URL of the view (its #... part)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the board reads")
     args = parser.parse_args(argv)
     if args.view and not args.export:

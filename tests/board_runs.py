@@ -15,7 +15,7 @@ def iso(time: datetime) -> str:
 def history_line(epoch: int, lr: float, seed: int) -> dict:
     """One epoch of a made-up but smooth learning curve (depends on lr and seed)."""
     progress = 1 - math.exp(-(epoch + 1) * lr * 100)
-    wiggle = ((seed * 7 + epoch * 3) % 5 - 2) * 0.004
+    wiggle = ((seed * 7 + epoch * 3) % 5 - 2) * 0.004 + (seed - 1) * 0.02 * (1 - progress / 2)
     return {
         "epoch": epoch,
         "step": 10 * (epoch + 1),
@@ -94,7 +94,11 @@ def write_run(
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
         if evaluations:
             (folder / "evaluations").mkdir()
-            record = {"checkpoint": "best", "split": "test", "metrics": {"test_acc": summary["test"]["test_acc"]}}
+            record = {
+                "checkpoint": "best",
+                "split": "test",
+                "metrics": {"test_acc": summary["test"]["test_acc"]},
+            }
             (folder / "evaluations" / "best-test.json").write_text(json.dumps(record))
     return folder
 
@@ -112,14 +116,39 @@ def append_epoch(folder, lr: float = 0.001, seed: int = 0) -> dict:
     return line
 
 
-def write_sweep(root, lrs=(0.001, 0.003, 0.01), seeds=(0, 1, 2), widths=(32,)) -> list[Path]:
+def write_sweep(
+    root, lrs=(0.001, 0.003, 0.01), seeds=(0, 1, 2), widths=(32,), n_epochs: int = 6
+) -> list[Path]:
     """A grid of finished runs named lr=<lr>_width=<w>_seed=<s>."""
     return [
-        write_run(Path(root) / f"lr={lr}_width={width}_seed={seed}", lr=lr, seed=seed, width=width)
+        write_run(
+            Path(root) / f"lr={lr}_width={width}_seed={seed}",
+            lr=lr,
+            seed=seed,
+            width=width,
+            n_epochs=n_epochs,
+        )
         for lr in lrs
         for width in widths
         for seed in seeds
     ]
+
+
+def write_figure(path: Path, lrs) -> None:
+    """A small learning-curve figure, as an experiment's report has."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 2.6), dpi=80)
+    for lr in lrs:
+        ax.plot([history_line(epoch, lr, 0)["val_acc"] for epoch in range(12)], label=f"lr={lr}")
+    ax.set(xlabel="epoch", ylabel="val_acc", title="validation accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def write_experiment(root, name: str = "tune_lr", lrs=(0.001, 0.01), seeds=(0, 1)) -> Path:
@@ -128,18 +157,24 @@ def write_experiment(root, name: str = "tune_lr", lrs=(0.001, 0.01), seeds=(0, 1
     runs = []
     for index, (lr, seed) in enumerate((lr, seed) for lr in lrs for seed in seeds):
         run_name = f"lr={lr}_seed={seed}"
-        runs.append({"index": index, "name": run_name, "params": {"torch.optim.Adam.lr": lr, "training_loop.seed": seed},
-                     "save_dir": str(base / "runs" / run_name), "config_files": [f"configs/{run_name}.gin"]})  # fmt: skip
+        params = {"torch.optim.Adam.lr": lr, "training_loop.seed": seed}
+        save_dir, config = str(base / "runs" / run_name), f"configs/{run_name}.gin"
+        runs.append(
+            {
+                "index": index,
+                "name": run_name,
+                "params": params,
+                "save_dir": save_dir,
+                "config_files": [config],
+            }
+        )
     base.mkdir(parents=True)
     (base / "experiment.json").write_text(json.dumps(
         {"name": name, "prepared": iso(datetime.now(UTC)), "root": "/repo", "configs": ["configs/cnn.gin"],
          "bindings": [], "runs": runs}))  # fmt: skip
     write_run(base / "runs" / runs[0]["name"], lr=lrs[0], seed=seeds[0])
     (base / "report").mkdir()
-    # A 1x1 PNG: the report's figure.
-    (base / "report" / "curves.png").write_bytes(bytes.fromhex(
-        "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
-        "0000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"))  # fmt: skip
+    write_figure(base / "report" / "curves.png", lrs)
     (base / "report" / "summary.md").write_text(f"# {name}\n\nbest: lr=0.001\n")
     return base
 
@@ -190,7 +225,9 @@ def request(url: str, body: dict | None = None, headers: dict | None = None):
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
             status, raw, got = response.status, response.read(), dict(response.headers)

@@ -76,10 +76,19 @@ def test_runs_table_has_one_row_per_run_with_load_runs_values(served, reference)
 def test_meta_lists_columns_statuses_and_defaults(served):
     status, meta, _ = served.get("api/meta")
     assert status == 200
-    assert meta["counts"] == {"finished": 19, "running": 1, "stale": 1, "failed": 1, "diverged": 1, "pruned": 1}
+    assert meta["counts"] == {
+        "finished": 19,
+        "running": 1,
+        "stale": 1,
+        "failed": 1,
+        "diverged": 1,
+        "pruned": 1,
+    }
     assert "Adam.lr" in meta["columns"]["config"] and "best/val_acc" in meta["columns"]["metrics"]
     assert meta["monitor"] == "val_acc"
-    assert {"name", "status", "progress", "age", "Adam.lr", "CNN.width", "best/val_acc"} <= set(meta["default_columns"])
+    assert {"name", "status", "progress", "age", "Adam.lr", "CNN.width", "best/val_acc"} <= set(
+        meta["default_columns"]
+    )
     assert "data.name" not in meta["default_columns"]  # the same in every run
     assert meta["experiments"] == ["tune_lr"]
 
@@ -137,7 +146,7 @@ def test_curves_of_runs_are_their_histories(served, tree):
     status, data, _ = served.post("api/curves", {"runs": names, "metric": "val_acc", "x": "step"})
     assert status == 200, data
     histories = load_histories([tree / name for name in names])
-    for series, name in zip(data["series"], names):
+    for series, name in zip(data["series"], names, strict=True):
         expected = histories[histories["run"] == str(tree / name)]
         assert series["name"] == name
         assert series["x"] == expected["step"].tolist()
@@ -148,10 +157,12 @@ def test_curves_of_runs_are_their_histories(served, tree):
 
 def test_curves_of_groups_are_mean_and_std_per_epoch(served, tree):
     view = {"group": "Adam.lr", "status": "finished"}
-    status, data, _ = served.post("api/curves", {"view": view, "groups": ["[0.01]", "[0.001]"], "metric": "val_loss"})
+    status, data, _ = served.post(
+        "api/curves", {"view": view, "groups": ["[0.01]", "[0.001]"], "metric": "val_loss"}
+    )
     assert status == 200, data
     runs = load_runs(tree, on_error="ignore")
-    for series, lr in zip(data["series"], (0.01, 0.001)):
+    for series, lr in zip(data["series"], (0.01, 0.001), strict=True):
         members = runs[(runs["Adam.lr"] == lr) & (runs["status"] == "finished")]
         histories = load_histories(members)
         expected = histories.groupby("epoch")["val_loss"].agg(["mean", "std", "count"])
@@ -164,11 +175,16 @@ def test_curves_of_groups_are_mean_and_std_per_epoch(served, tree):
 
 def test_run_page_shows_config_meta_summary_evaluations_and_commands(served, tree):
     name = "sweep/lr=0.01_width=64_seed=2"
-    status, page, _ = served.get(f"api/run?name={quote(name)}&compare={quote('sweep/lr=0.001_width=64_seed=2')}")
+    status, page, _ = served.get(
+        f"api/run?name={quote(name)}&compare={quote('sweep/lr=0.001_width=64_seed=2')}"
+    )
     assert status == 200, page
     assert page["config"] == load_C(tree / name)
     assert page["meta"] == load_meta(tree / name)
-    assert page["summary"]["best"]["val_acc"] == json.loads((tree / name / "summary.json").read_text())["best"]["val_acc"]
+    assert (
+        page["summary"]["best"]["val_acc"]
+        == json.loads((tree / name / "summary.json").read_text())["best"]["val_acc"]
+    )
     assert page["evaluations"]["best-test"]["metrics"]["test_acc"] > 0
     assert page["compare"]["Adam.lr"] == 0.001 and page["config"]["Adam.lr"] == 0.01
     assert page["commands"]["reload"].endswith(f"bin/train.py {tree / name} -b training_loop.reload=True")
@@ -264,13 +280,23 @@ def test_export_writes_a_self_contained_page_of_the_view(tree, tmp_path):
     page = target.read_text()
     assert "<script src=" not in page and '<link rel="stylesheet" href=' not in page  # every asset inlined
     assert "agGrid" in page and "uPlot" in page
-    data = json.loads(page.split('<script id="board-data" type="application/json">', 1)[1].split("</script>", 1)[0])
-    assert data["static"] and data["total"] == 3 and [row["Adam.lr"] for row in data["rows"]] == [0.01, 0.003, 0.001]
+    data = json.loads(
+        page.split('<script id="board-data" type="application/json">', 1)[1].split("</script>", 1)[0]
+    )
+    assert (
+        data["static"]
+        and data["total"] == 3
+        and [row["Adam.lr"] for row in data["rows"]] == [0.01, 0.003, 0.001]
+    )
     assert data["curves"]["series"][0]["runs"] == 6
 
 
 def test_importing_the_board_loads_no_torch_or_lightning():
-    code = "import sys, ginlab.board, ginlab.board.server; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning')))"
+    code = (
+        "import sys, ginlab.board, ginlab.board.server; "
+        "print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
     assert out.stdout.strip() == "[]"

@@ -29,7 +29,9 @@ def node_modules() -> Path:
 
 def check_assets() -> None:
     """Raise BoardError naming the install command when an asset is missing."""
-    missing = [str(node_modules() / path) for path in VENDOR.values() if not (node_modules() / path).is_file()]
+    missing = [
+        str(node_modules() / path) for path in VENDOR.values() if not (node_modules() / path).is_file()
+    ]
     if missing:
         raise BoardError(
             f"the board's browser assets are not installed ({missing[0]} is missing). Install them from "

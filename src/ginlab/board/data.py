@@ -101,7 +101,9 @@ class Board:
         metrics = [c for c in columns if "/" in c]
         monitors = Counter(frame["monitor"].dropna()) if "monitor" in frame.columns else Counter()
         monitor = monitors.most_common(1)[0][0] if monitors else None
-        history_metrics = sorted({c.split("/", 1)[1] for c in metrics if c.startswith("final/")} - {"epoch", "step"})
+        history_metrics = sorted(
+            {c.split("/", 1)[1] for c in metrics if c.startswith("final/")} - {"epoch", "step"}
+        )
         return {
             "root": self.root,
             "version": self.table.version,
@@ -109,7 +111,11 @@ class Board:
             "checked": self.table.checked,
             "total": len(frame),
             "counts": dict(Counter(frame["status"]).most_common()) if len(frame) else {},
-            "columns": {"run": [c for c in columns if c in META_COLUMNS], "config": config, "metrics": metrics},
+            "columns": {
+                "run": [c for c in columns if c in META_COLUMNS],
+                "config": config,
+                "metrics": metrics,
+            },
             "numeric": [c for c in columns if c in frame.columns and pd.api.types.is_numeric_dtype(frame[c])]
             + ["age"],
             "default_columns": self._default_columns(frame, config, metrics, monitor),
@@ -129,7 +135,9 @@ class Board:
         start, end = max(0, int(start)), min(int(end), int(start) + MAX_ROWS)
         return {"total": len(frame), "rows": rows_json(frame.iloc[start:end]), "version": self.table.version}
 
-    def curves(self, params, runs: list[str], groups: list[str], metric: str, x: str = "epoch") -> dict[str, Any]:
+    def curves(
+        self, params, runs: list[str], groups: list[str], metric: str, x: str = "epoch"
+    ) -> dict[str, Any]:
         """The curves of the selected runs and groups: x, y per run; x, mean, std, n per group.
 
         Args:
@@ -159,8 +167,22 @@ class Board:
             series.append({"kind": "run", "name": name, "label": name, "x": xs, "y": ys})
         for key, names in members.items():
             stats = band([histories[n] for n in names if n in histories], metric, x)
-            series.append({"kind": "group", "name": key, "label": _group_label(view.group, key), "runs": len(names), **stats})
-        return {"metric": metric, "x": x, "series": series, "metrics": metric_names(histories), "version": self.table.version}
+            series.append(
+                {
+                    "kind": "group",
+                    "name": key,
+                    "label": _group_label(view.group, key),
+                    "runs": len(names),
+                    **stats,
+                }
+            )
+        return {
+            "metric": metric,
+            "x": x,
+            "series": series,
+            "metrics": metric_names(histories),
+            "version": self.table.version,
+        }
 
     def run_page(self, name: str, compare: str | None = None) -> dict[str, Any]:
         """The run page of `name`, with the config of `compare` for the differences."""
@@ -185,7 +207,10 @@ class Board:
     def experiment_runs(self, name: str) -> set[str]:
         folder = self.table.experiments.get(name)
         if folder is None:
-            raise BoardError(f"no experiment {name!r} under {self.root}; experiments: {', '.join(self.table.experiments) or 'none'}")
+            raise BoardError(
+                f"no experiment {name!r} under {self.root}; "
+                f"experiments: {', '.join(self.table.experiments) or 'none'}"
+            )
         import json
 
         with open(os.path.join(folder, "experiment.json"), "rb") as f:
@@ -195,7 +220,9 @@ class Board:
     def file(self, relative: str) -> str:
         """The path of a report file under the root (figures, summary.md, csv)."""
         path = resolve_inside(self.root, relative)
-        if not path.lower().endswith((".png", ".svg", ".jpg", ".jpeg", ".md", ".csv", ".txt")) or not os.path.isfile(path):
+        if not path.lower().endswith(
+            (".png", ".svg", ".jpg", ".jpeg", ".md", ".csv", ".txt")
+        ) or not os.path.isfile(path):
             raise BoardError(f"{relative!r} is not a report file the board shows (figures, .md, .csv, .txt)")
         return path
 
@@ -222,7 +249,9 @@ class Board:
         return resolve_inside(self.root, name)
 
     @staticmethod
-    def _default_columns(frame: pd.DataFrame, config: list[str], metrics: list[str], monitor: str | None) -> list[str]:
+    def _default_columns(
+        frame: pd.DataFrame, config: list[str], metrics: list[str], monitor: str | None
+    ) -> list[str]:
         varying = [c for c in config if len(frame) and frame[c].nunique(dropna=False) > 1][:12]
         chosen = ["name", "status", "progress", "age", *varying]
         if monitor:
@@ -247,4 +276,4 @@ def _parse_key(key: str) -> list:
 
 def _group_label(keys: list[str], key: str) -> str:
     values = _parse_key(key)
-    return " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, values))
+    return " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, values, strict=False))

@@ -44,7 +44,9 @@ def export_html(board, state: str) -> str:
     try:
         groups = json.loads(params.get("gsel") or "[]")
     except ValueError:
-        raise BoardError(f"gsel={params.get('gsel')!r} in the view is not a JSON list of group keys") from None
+        raise BoardError(
+            f"gsel={params.get('gsel')!r} in the view is not a JSON list of group keys"
+        ) from None
     metric = params.get("metric") or (meta["monitor"] or (meta["history_metrics"] or [""])[0])
     curves = None
     if selected or groups:
@@ -59,7 +61,9 @@ def export_html(board, state: str) -> str:
         "curves": curves,
     }
     page = read_asset("index.html").replace("{{root}}", _escape(board.root))
-    page = SCRIPT.sub(lambda match: "<script>" + _inline_script(read_asset(match.group(1))) + "</script>", page)
+    page = SCRIPT.sub(
+        lambda match: "<script>" + _inline_script(read_asset(match.group(1))) + "</script>", page
+    )
     page = STYLE.sub(lambda match: "<style>" + read_asset(match.group(1)) + "</style>", page)
     data = json.dumps(payload, separators=(",", ":")).replace("<", "\\u003c")
     return page.replace(

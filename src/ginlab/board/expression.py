@@ -57,7 +57,7 @@ def filter_mask(frame: pd.DataFrame, text: str) -> pd.Series:
     except (TypeError, ValueError) as error:
         raise ExpressionError(
             f"filter {text!r} cannot be evaluated: {error}. Compare numbers with numbers and text with "
-            "quoted text, e.g. data.name == \"digits\""
+            'quoted text, e.g. data.name == "digits"'
         ) from None
     if not isinstance(result, pd.Series):
         result = pd.Series(bool(result), index=frame.index)
@@ -101,7 +101,11 @@ def _substitute(text: str, names: list[str]) -> tuple[str, dict[str, str]]:
             position = end + 1
         elif (char.isalpha() or char == "_") and (position == 0 or not (text[position - 1].isalnum())):
             match = next(
-                (name for name in by_length if text.startswith(name, position) and _ends(text, position + len(name))),
+                (
+                    name
+                    for name in by_length
+                    if text.startswith(name, position) and _ends(text, position + len(name))
+                ),
                 None,
             )
             if match is None:
@@ -166,7 +170,7 @@ def _evaluate(node: ast.AST, frame: pd.DataFrame, columns: dict[str, str], text:
         return ARITHMETIC[type(node.op)](recurse(node.left), recurse(node.right))
     if isinstance(node, ast.Compare):
         left, result = recurse(node.left), None
-        for op, comparator in zip(node.ops, node.comparators):
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
             right = recurse(comparator)
             part = _compare(op, left, right, frame, text)
             result = part if result is None else result & part

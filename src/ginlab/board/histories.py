@@ -49,7 +49,7 @@ def read_histories(paths: dict[str, str], metric: str | None = None) -> dict[str
     by_path = {path: name for name, path in paths.items()}
     return {
         by_path.get(path, path): {c: values[start:stop] for c, values in arrays.items()}
-        for path, start, stop in zip(frame["run"].cat.categories, starts, stops)
+        for path, start, stop in zip(frame["run"].cat.categories, starts, stops, strict=True)
         if stop > start
     }
 
@@ -75,7 +75,9 @@ def band(histories: list[dict[str, np.ndarray]], metric: str, x: str) -> dict:
     parts = [columns for columns in histories if metric in columns and x in columns]
     if not parts:
         return {"x": [], "y": [], "std": [], "n": []}
-    both = pd.DataFrame({name: np.concatenate([p[name] for p in parts]) for name in dict.fromkeys(["epoch", x, metric])})
+    both = pd.DataFrame(
+        {name: np.concatenate([p[name] for p in parts]) for name in dict.fromkeys(["epoch", x, metric])}
+    )
     both = both[np.isfinite(both[metric])]
     grouped = both.groupby("epoch", sort=True)
     stats = grouped[metric].agg(["mean", "std", "count"])

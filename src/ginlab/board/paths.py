@@ -31,7 +31,11 @@ def resolve_inside(root: str, relative: str) -> str:
     """
     if not isinstance(relative, str) or "\x00" in relative:
         raise OutsideRootError(f"{relative!r} is not a path name")
-    if relative.startswith(("/", "\\")) or os.path.isabs(relative) or (len(relative) > 1 and relative[1] == ":"):
+    if (
+        relative.startswith(("/", "\\"))
+        or os.path.isabs(relative)
+        or (len(relative) > 1 and relative[1] == ":")
+    ):
         raise OutsideRootError(
             f"{relative!r} is an absolute path; the board only serves paths relative to its results root"
         )

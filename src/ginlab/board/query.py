@@ -41,7 +41,9 @@ class View:
         """From a mapping of query parameters (q, status, expr, exp, sort, group)."""
         sort = []
         for part in _split(params.get("sort", "")):
-            column, _, direction = part.rpartition(":") if part.endswith((":asc", ":desc")) else (part, "", "asc")
+            column, _, direction = (
+                part.rpartition(":") if part.endswith((":asc", ":desc")) else (part, "", "asc")
+            )
             sort.append((column, direction != "desc"))
         return cls(
             text=params.get("q", "").strip(),
@@ -134,7 +136,9 @@ def group_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     numeric = [
         column
         for column in frame.columns
-        if ("/" in column or column in AVERAGED) and column not in keys and pd.api.types.is_numeric_dtype(frame[column])
+        if ("/" in column or column in AVERAGED)
+        and column not in keys
+        and pd.api.types.is_numeric_dtype(frame[column])
     ]
     if not len(frame):
         return pd.DataFrame(columns=[*keys, "n", "statuses", "_key"])
@@ -149,16 +153,20 @@ def group_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         *key, status = index if isinstance(index, tuple) else (index,)
         group_key = tuple(key) if len(key) > 1 else key[0]
         texts.setdefault(group_key, []).append(f"{count} {status}")
-    result["statuses"] = [", ".join(sorted(texts.get(index, []), key=lambda t: -int(t.split()[0]))) for index in result.index]
+    result["statuses"] = [
+        ", ".join(sorted(texts.get(index, []), key=lambda t: -int(t.split()[0]))) for index in result.index
+    ]
     result = result.reset_index()
-    result["_key"] = [json.dumps([json_value(value) for value in row]) for row in result[keys].itertuples(index=False)]
+    result["_key"] = [
+        json.dumps([json_value(value) for value in row]) for row in result[keys].itertuples(index=False)
+    ]
     return result
 
 
 def group_members(frame: pd.DataFrame, keys: list[str], key: list) -> pd.DataFrame:
     """The rows of `frame` in the group whose key values are `key` (JSON values, None for missing)."""
     mask = np.ones(len(frame), dtype=bool)
-    for column, value in zip(keys, key):
+    for column, value in zip(keys, key, strict=False):
         series = frame[column]
         mask &= (series.isna() if value is None else series == _as_column_type(value, series)).to_numpy(bool)
     return frame[mask]
@@ -197,9 +205,16 @@ def json_value(value):
 
 def rows_json(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
     """The rows as JSON-ready dicts (only `columns` when given; internal columns left out)."""
-    names = [c for c in (columns if columns is not None else frame.columns) if c in frame.columns and c not in HIDDEN]
+    names = [
+        c
+        for c in (columns if columns is not None else frame.columns)
+        if c in frame.columns and c not in HIDDEN
+    ]
     values = [frame[name].tolist() for name in names]
-    return [{name: json_value(column[i]) for name, column in zip(names, values)} for i in range(len(frame))]
+    return [
+        {name: json_value(column[i]) for name, column in zip(names, values, strict=True)}
+        for i in range(len(frame))
+    ]
 
 
 __all__ = [

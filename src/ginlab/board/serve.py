@@ -1,8 +1,8 @@
 """Starting the board: check the assets, read the tree, bind, print the URL, serve until Ctrl-C.
 
-    serve("results")                               # http://127.0.0.1:8765/ (or a free port)
-    serve("results", host="0.0.0.0", port=8765)    # a token is printed and required
-    export_view("results", "view.html", "http://127.0.0.1:8765/#group=Adam.lr&sel=...")
+serve("results")                               # http://127.0.0.1:8765/ (or a free port)
+serve("results", host="0.0.0.0", port=8765)    # a token is printed and required
+export_view("results", "view.html", "http://127.0.0.1:8765/#group=Adam.lr&sel=...")
 """
 
 from __future__ import annotations
@@ -55,9 +55,15 @@ def serve(root: str, host: str = "127.0.0.1", port: int | None = None, *, out=sy
     if token:
         print("  (bound to a non-loopback address: every request needs this token)", file=out, flush=True)
     if loopback and host != "localhost":
-        print(f"  over ssh: ssh -L {bound_port}:localhost:{bound_port} THIS_HOST, then open {url}", file=out, flush=True)
+        print(
+            f"  over ssh: ssh -L {bound_port}:localhost:{bound_port} THIS_HOST, then open {url}",
+            file=out,
+            flush=True,
+        )
     logger.info("board ready in %.2f s", time.monotonic() - started)
-    config = uvicorn.Config(build_app(board, token, loopback), log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        build_app(board, token, loopback), log_level="warning", access_log=False, lifespan="off"
+    )
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import logging
 import secrets
-
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -110,7 +109,9 @@ def build_app(board: Board, token: str | None = None, loopback: bool = True) -> 
         state = request.url.query
         state = "&".join(p for p in state.split("&") if not p.startswith("token="))
         document = export_html(board, state)
-        return HTMLResponse(document, headers={"Content-Disposition": 'attachment; filename="board-view.html"'})
+        return HTMLResponse(
+            document, headers={"Content-Disposition": 'attachment; filename="board-view.html"'}
+        )
 
     routes = [
         Route("/", page),
@@ -187,7 +188,9 @@ class AccessRules:
                 )
         if self.token is None:
             return None
-        given = (parse_qs(query).get("token") or [None])[0] or headers.get("x-board-token") or _cookie(headers)
+        given = (
+            (parse_qs(query).get("token") or [None])[0] or headers.get("x-board-token") or _cookie(headers)
+        )
         if given is None or not secrets.compare_digest(given.encode(), self.token.encode()):
             return 401, (
                 "this board needs its token: open the URL with ?token=... that bin/board.py printed when it "

@@ -85,8 +85,8 @@ class RunsTable:
             else:
                 paths = {name: self._path(name) for name in names}
                 removed = set()
-            statuses = dict(zip(frame.index, frame["status"])) if len(frame) else {}
-            old_signatures = dict(zip(frame.index, frame["_signature"])) if len(frame) else {}
+            statuses = dict(zip(frame.index, frame["status"], strict=True)) if len(frame) else {}
+            old_signatures = dict(zip(frame.index, frame["_signature"], strict=True)) if len(frame) else {}
             changed = []  # new runs, and known runs whose files changed
             for name, path in paths.items():
                 if name not in statuses or signature(path, statuses[name]) != old_signatures.get(name):
@@ -103,7 +103,7 @@ class RunsTable:
                 if fresh is not None:
                     fresh["_signature"] = [
                         ended_signature(signatures[name]) if status in ENDED else signatures[name]
-                        for name, status in zip(fresh.index, fresh["status"])
+                        for name, status in zip(fresh.index, fresh["status"], strict=True)
                     ]
                 before = frame[["status"]] if len(frame) else None
                 frame = _finish(_merge(frame, fresh, set()), self.stale_after)

@@ -10,6 +10,7 @@ then a rename). Delete it at any time; it is rebuilt on the next start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -43,10 +44,8 @@ class TableCache:
         """The cached table (with its `_signature` column), or None when there is no usable cache."""
         candidates = []
         for path in self.paths:
-            try:
+            with contextlib.suppress(OSError):
                 candidates.append((os.stat(path).st_mtime_ns, path))
-            except OSError:
-                pass
         for _, path in sorted(candidates, reverse=True):  # the newest first
             try:
                 table = pq.read_table(path)
@@ -95,7 +94,5 @@ def _write_atomically(table: pa.Table, path: str) -> None:
 
 
 def _remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass

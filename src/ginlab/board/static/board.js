@@ -76,14 +76,14 @@
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else if (value !== false && value !== null && value !== undefined) node.setAttribute(key, value);
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
     return node;
   }
   function fill(node, ...children) {  // replaceChildren without the null of a missing part
-    node.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+    node.replaceChildren(...children.flat(Infinity).filter((child) => child !== null && child !== undefined && child !== false));
   }
   function statusBadge(status) {
     const known = STATUSES.includes(status) ? status : "other";
