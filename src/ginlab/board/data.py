@@ -22,7 +22,15 @@ import pandas as pd
 from ginlab.board import experiments as experiment_pages
 from ginlab.board.histories import DIRECT_LIMIT, band, curve, metric_names, read_histories
 from ginlab.board.paths import BoardError, resolve_inside
-from ginlab.board.query import View, group_members, group_rows, rows_json, select_runs, sort_rows
+from ginlab.board.query import (
+    View,
+    group_members,
+    group_rows,
+    page_of_runs,
+    rows_json,
+    select_runs,
+    sort_rows,
+)
 from ginlab.board.run_page import load_run_page, read_log
 from ginlab.board.table import STALE_AFTER_SECONDS, RunsTable
 
@@ -34,6 +42,8 @@ LIVE_EVERY_SECONDS = 1.0
 # most every FULL_SCAN_FACTOR times the last scan's duration (so a huge tree does not keep a core busy).
 FULL_SCAN_SECONDS = 10.0
 FULL_SCAN_FACTOR = 20
+# With rows from the cache, the check of every run waits at most this long for the page's first answer.
+FIRST_ANSWER_WAIT_SECONDS = 2.0
 MAX_ROWS = 20_000  # rows per answer (the page asks for blocks of 200)
 MAX_CURVES = 200  # runs or groups drawn at once
 META_COLUMNS = ("name", "status", "progress", "age", "epochs", "steps", "time", "start", "end", "heartbeat",
@@ -53,6 +63,7 @@ class Board:
         self.table.load_cached()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._answered = threading.Event()  # the first rows were sent
 
     # -- background reading -------------------------------------------------------------------------
 
@@ -76,6 +87,9 @@ class Board:
         return self.table.checked
 
     def _follow(self) -> None:
+        # With rows from the cache, let the first page get them before the check competes for the CPU.
+        if len(self.table.frame):
+            self._answered.wait(FIRST_ANSWER_WAIT_SECONDS)
         next_full = 0.0
         while not self._stop.is_set():
             try:
@@ -128,12 +142,16 @@ class Board:
     def runs(self, params, start: int = 0, end: int = 200) -> dict[str, Any]:
         """A block of the view's rows (runs, or groups when the view groups)."""
         view = View.from_params(params)
-        frame = self._select(view)
-        if view.group:
-            frame = group_rows(frame, view.group)
-        frame = sort_rows(frame, view.sort)
         start, end = max(0, int(start)), min(int(end), int(start) + MAX_ROWS)
-        return {"total": len(frame), "rows": rows_json(frame.iloc[start:end]), "version": self.table.version}
+        if view.group:
+            frame = sort_rows(group_rows(self._select(view), view.group), view.sort)
+            total, page = len(frame), frame.iloc[start:end]
+        else:
+            members = self.experiment_runs(view.experiment) if view.experiment else None
+            total, page = page_of_runs(self.table.frame, view, members, start, end)
+        answer = {"total": total, "rows": rows_json(page), "version": self.table.version}
+        self._answered.set()
+        return answer
 
     def curves(
         self, params, runs: list[str], groups: list[str], metric: str, x: str = "epoch"
