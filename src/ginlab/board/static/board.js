@@ -603,9 +603,16 @@
   }
 
   // -- live updates ----------------------------------------------------------------------------------------
+  // Every second; every 0.3 s while the server is still reading the tree (its rows arrive in batches).
+  let busy = true;
+  async function followLoop() {
+    await follow();
+    setTimeout(followLoop, busy ? 300 : 1000);
+  }
   async function follow() {
     try {
       const data = await api("api/changes?since=" + board.version);
+      busy = !!data.loading || !data.checked;
       const live = document.getElementById("live");
       live.textContent = data.loading ? "reading runs " + data.loading[0] + "/" + data.loading[1]
         : data.checked ? "live" : "checking runs against their files…";
@@ -652,7 +659,7 @@
     showTab(board.state.tab);
     drawCurves();
     if (board.state.run) openRun(board.state.run);
-    if (!STATIC) setInterval(follow, 1000);
+    if (!STATIC) setTimeout(followLoop, 300);
     window.addEventListener("resize", () => renderChart());
     board.ready = true;
   }
