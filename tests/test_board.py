@@ -271,6 +271,23 @@ def test_a_tree_seen_before_starts_from_the_cache_and_rereads_what_changed(tmp_p
     assert np.allclose(board.to_numpy(), expected[columns].to_numpy(float), equal_nan=True)
 
 
+def test_a_board_on_one_run_folder_keeps_its_cache_out_of_it(tmp_path):
+    from conftest import tree_snapshot
+
+    from ginlab.board.data import Board
+
+    run = write_run(tmp_path / "results" / "first_run", lr=0.01)
+    before = tree_snapshot(run)
+    board = Board(str(run))
+    board.table.refresh()
+    board.table.save()
+    page = board.runs({}, 0, 10)
+    assert [row["name"] for row in page["rows"]] == ["."] and page["rows"][0]["status"] == "finished"
+    assert board.run_page(".")["config"] == load_C(run)
+    assert tree_snapshot(run) == before  # nothing written inside the run folder
+    assert list((tmp_path / "results" / ".ginlab-cache").glob("board-runs-*.parquet"))
+
+
 def test_export_writes_a_self_contained_page_of_the_view(tree, tmp_path):
     from ginlab.board import export_view
 
