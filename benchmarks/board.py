@@ -138,12 +138,12 @@ def wait_for(driver, expression: str, timeout: float = 120.0, poll: float = 0.01
 FIRST_ROW = "document.querySelector('.ag-row[row-index=\"0\"] .run-link')"
 
 
-def start_board(folder: Path, cache_home: Path) -> tuple[subprocess.Popen, str, float]:
+def start_board(folder: Path, cache_home: Path, port: int) -> tuple[subprocess.Popen, str, float]:
     """bin/board.py on `folder`; (process, URL, perf_counter at its start)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "XDG_CACHE_HOME": str(cache_home)}
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bin" / "board.py"), str(folder), "--port", "0"],
+        [sys.executable, str(ROOT / "bin" / "board.py"), str(folder), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     line = process.stdout.readline()
@@ -169,9 +169,12 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def paint(driver, folder: Path, cache_home: Path) -> dict:
-    """Start the board, open its page, and time the first rows on screen and the end of the check."""
-    process, url, started = start_board(folder, cache_home)
+def paint(driver, folder: Path, cache_home: Path, port: int) -> dict:
+    """Start the board, open its page, and time the first rows on screen and the end of the check.
+
+    The port stays the same from start to start, as a user's does: the browser keeps the pinned npm files.
+    """
+    process, url, started = start_board(folder, cache_home, port)
     driver.get("about:blank")
     driver.get(url)
     wait_for(driver, FIRST_ROW)
@@ -200,11 +203,30 @@ def time_board(driver, folder: Path, work: Path, repeat: int) -> dict:
     for stale in (folder / ".ginlab-cache", cache_home):
         shutil.rmtree(stale, ignore_errors=True)
     results: dict = {}
-    cold = paint(driver, folder, cache_home)
-    results.update({"paint cold": cold["paint"], "paint cold in page": cold["paint in page"],
-                    "checked cold": cold["checked"]})  # fmt: skip
+    port = free_port()
+    cold = paint(driver, folder, cache_home, port)
+    try:
+        results.update(interact(driver, folder, cold, repeat))
+    finally:
+        stop_board(cold["process"])
+    warm = paint(driver, folder, cache_home, port)
+    try:
+        results["memory warm"], results["memory warm peak"] = memory_mb(warm["process"].pid)
+    finally:
+        stop_board(warm["process"])
+    results.update({"paint warm": warm["paint"], "paint warm in page": warm["paint in page"],
+                    "checked warm": warm["checked"]})  # fmt: skip
+    results["runs"] = sum(1 for path in folder.iterdir() if path.name.startswith("run-"))
+    return results
+
+
+def interact(driver, folder: Path, cold: dict, repeat: int) -> dict:
+    """Sort, filter, group and curves on the board opened by `paint`, then its memory."""
+    results = {"paint cold": cold["paint"], "paint cold in page": cold["paint in page"],
+               "checked cold": cold["checked"]}  # fmt: skip
     process = cold["process"]
     rows = "board.rowsLoaded|board.timings.rows.done"
+    wait_for(driver, "document.querySelector('.ag-header-cell[col-id=\"best/val_acc\"]')", timeout=60)
     header = (
         "document.querySelector('.ag-header-cell[col-id=\"best/val_acc\"] .ag-header-cell-label').click()"
     )
@@ -233,14 +255,6 @@ def time_board(driver, folder: Path, work: Path, repeat: int) -> dict:
     results["curves points"] = js(driver, "board.drawn.series.reduce((n, s) => n + s.x.length, 0)")
     driver.execute_script("board.select([])")
     results["memory"], results["memory peak"] = memory_mb(process.pid)
-    stop_board(process)
-
-    warm = paint(driver, folder, cache_home)
-    results.update({"paint warm": warm["paint"], "paint warm in page": warm["paint in page"],
-                    "checked warm": warm["checked"]})  # fmt: skip
-    results["memory warm"], results["memory warm peak"] = memory_mb(warm["process"].pid)
-    stop_board(warm["process"])
-    results["runs"] = len(names)
     return results
 
 

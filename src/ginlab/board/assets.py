@@ -19,6 +19,8 @@ VENDOR = {
     "ag-grid-community.min.js": "ag-grid-community/dist/ag-grid-community.min.js",
     "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
     "uPlot.min.css": "uplot/dist/uPlot.min.css",
+    "ag-grid.min.css": "ag-grid-community/styles/ag-grid.min.css",
+    "ag-theme-quartz-no-font.min.css": "ag-grid-community/styles/ag-theme-quartz-no-font.min.css",
 }
 OWN = {"board.js": "board.js", "board.css": "board.css", "index.html": "index.html"}
 

@@ -94,7 +94,7 @@ class RunsTable:
             touched = set(removed)
             if removed:
                 frame = _merge(frame, None, removed)
-            self.loading = (0, len(changed))
+            self.loading = (0, len(changed)) if changed else None
             for first in range(0, max(len(changed), 1), CHUNK_RUNS):
                 chunk = changed[first : first + CHUNK_RUNS]
                 # Taken before the read: a change during the read is seen by the next refresh.
@@ -109,7 +109,7 @@ class RunsTable:
                 frame = _finish(_merge(frame, fresh, set()), self.stale_after)
                 now_touched = set(chunk) | _status_changes(before, frame)
                 touched |= now_touched
-                self.loading = (first + len(chunk), len(changed))
+                self.loading = (first + len(chunk), len(changed)) if changed else None
                 if now_touched or (removed and first == 0):
                     self._publish(frame, now_touched | removed)
             self.loading = None

@@ -198,7 +198,9 @@
       const text = query.toString();
       const answer = early && early.query === text ? early.answer : api("api/runs?" + text);
       early = null;
+      board.timings.getRows = performance.now();
       answer.then((data) => {
+        board.timings.answer = performance.now();
         showError("");
         board.total = data.total;
         params.successCallback(data.rows, data.total);
@@ -231,7 +233,8 @@
       suppressFieldDotNotation: true,
       getRowId: (p) => (p.data._key !== undefined ? p.data._key : p.data.name),
       onSortChanged: onSortChanged,
-      rowHeight: 26, headerHeight: 30,
+      rowHeight: 26, headerHeight: 30, rowBuffer: 4,
+      theme: "legacy",  // the theme's CSS files (cached by the browser), not CSS generated at start
       animateRows: false,
     };
     if (STATIC) {
@@ -357,9 +360,9 @@
   function setupCurveControls() {
     const s = board.state, meta = board.meta;
     const metric = document.getElementById("metric"), x = document.getElementById("x");
-    const metrics = meta.history_metrics.length ? meta.history_metrics : ["val_acc"];
-    if (!s.metric) s.metric = meta.monitor && metrics.includes(meta.monitor) ? meta.monitor : metrics[0];
-    fillSelect(metric, metrics, s.metric);
+    const metrics = meta.history_metrics;
+    if (!s.metric && metrics.length) s.metric = meta.monitor && metrics.includes(meta.monitor) ? meta.monitor : metrics[0];
+    fillSelect(metric, metrics.length ? metrics : [s.metric], s.metric);
     fillSelect(x, meta.x_axes, s.x);
     document.getElementById("smooth").value = s.smooth;
     document.getElementById("logx").checked = s.logx;
@@ -602,6 +605,14 @@
         e.report.summary ? h("details", {}, h("summary", {}, "report/summary.md"), h("pre", {}, e.report.summary)) : null)));
   }
 
+  function columnsChanged() {
+    buildPickers();
+    const s = board.state, metrics = board.meta.history_metrics;
+    if (!s.metric && metrics.length) s.metric = metrics.includes(board.meta.monitor) ? board.meta.monitor : metrics[0];
+    fillSelect(document.getElementById("metric"), metrics.length ? metrics : [s.metric], s.metric);
+    if (!s.cols.length) rebuildColumns();
+  }
+
   // -- live updates ----------------------------------------------------------------------------------------
   // Every second; every 0.3 s while the server is still reading the tree (its rows arrive in batches).
   let busy = true;
@@ -619,7 +630,12 @@
       if (data.version === board.version) return;
       const changed = data.changed;
       board.version = data.version;
+      const before = board.meta;
       board.meta = await api("api/meta");
+      if (JSON.stringify([before.columns, before.default_columns, before.history_metrics])
+          !== JSON.stringify([board.meta.columns, board.meta.default_columns, board.meta.history_metrics])) {
+        columnsChanged();  // a tree read for the first time: its columns arrive with its runs
+      }
       updateCountsLine();
       board.grid.refreshInfiniteCache();
       const selected = new Set(board.state.sel);
@@ -650,12 +666,15 @@
       early.answer.catch(() => {});  // a bad view: getRows reports it
     }
     board.meta = STATIC ? STATIC.meta : await api("api/meta");
+    board.timings.meta = performance.now();
     board.version = board.meta.version;
     setupToolbar();
     buildPickers();
     setupCurveControls();
     updateCountsLine();
+    board.timings.toolbar = performance.now();
     createGrid();
+    board.timings.grid = performance.now();
     showTab(board.state.tab);
     drawCurves();
     if (board.state.run) openRun(board.state.run);
