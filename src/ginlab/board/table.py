@@ -32,8 +32,10 @@ STALE_AFTER_SECONDS = 300.0  # docs/run-folder.md: a running run whose heartbeat
 UNREADABLE = "unreadable"
 # Seconds between two writes of the table cache while the board runs.
 SAVE_EVERY_SECONDS = 60.0
-# Runs read by one load_runs call before the rows are shown (a tree never seen fills in chunk by chunk).
+# Runs read by the first load_runs call before its rows are shown (a tree never seen fills in chunk by
+# chunk); each next chunk is twice as large, up to MAX_CHUNK_RUNS (fewer merges of a growing table).
 CHUNK_RUNS = 1000
+MAX_CHUNK_RUNS = 8000
 
 
 class RunsTable:
@@ -95,8 +97,8 @@ class RunsTable:
             if removed:
                 frame = _merge(frame, None, removed)
             self.loading = (0, len(changed)) if changed else None
-            for first in range(0, max(len(changed), 1), CHUNK_RUNS):
-                chunk = changed[first : first + CHUNK_RUNS]
+            for first, size in _chunks(len(changed)):
+                chunk = changed[first : first + size]
                 # Taken before the read: a change during the read is seen by the next refresh.
                 signatures = {name: signature(paths[name]) for name in chunk}
                 fresh = read_rows({name: paths[name] for name in chunk}) if chunk else None
@@ -153,6 +155,15 @@ class RunsTable:
 
     def _path(self, name: str) -> str:
         return self.root if name == "." else os.path.join(self.root, name)
+
+
+def _chunks(total: int) -> list[tuple[int, int]]:
+    """(first, size) of the chunks in which `total` runs are read; one empty chunk when there are none."""
+    chunks, first, size = [], 0, CHUNK_RUNS
+    while first < total or not chunks:
+        chunks.append((first, size))
+        first, size = first + size, min(2 * size, MAX_CHUNK_RUNS)
+    return chunks
 
 
 def read_rows(paths: dict[str, str]) -> pd.DataFrame:
