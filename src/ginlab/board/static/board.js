@@ -404,6 +404,7 @@
       const data = await api("api/curves", { view: Object.fromEntries(viewParams()), runs: s.sel,
         groups: s.group.length ? s.gsel : [], metric: s.metric, x: s.x });
       if (request !== curveRequest) return;
+      board.timings.curvesAnswer = performance.now();
       board.curves = data;
       const select = document.getElementById("metric");
       const known = [...select.options].map((o) => o.value);
@@ -411,6 +412,7 @@
         fillSelect(select, [...new Set([...known, ...data.metrics])], s.metric);
       }
       renderChart();
+      board.timings.curvesDrawn = performance.now();
       afterPaint(() => { board.timings.curves = { started, done: performance.now() }; });
     } catch (error) {
       showError(error.message);
