@@ -196,8 +196,10 @@ def timed_action(driver, action_js: str, done_js: str, start_js: str = "t") -> f
     end = js(driver, done_js.split("|")[1])
     begin = js(driver, start_js) if start_js != "t" else started
     # The server's share: the last API request's time from sending it to its last byte.
-    request = js(
-        driver, "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).pop()"
+    request = js(  # the action's request, not the page's once-a-second poll of /api/changes
+        driver,
+        "performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/api/runs') || e.name.includes('/api/curves')).pop()",
     )
     SERVER_SHARE.append(request["responseEnd"] - request["startTime"] if request else float("nan"))
     return (end - begin) / 1000
