@@ -87,12 +87,17 @@ class RunsTable:
             else:
                 paths = {name: self._path(name) for name in names}
                 removed = set()
-            statuses = dict(zip(frame.index, frame["status"], strict=True)) if len(frame) else {}
-            old_signatures = dict(zip(frame.index, frame["_signature"], strict=True)) if len(frame) else {}
+            known = frame.loc[frame.index.intersection(list(paths)), ["status", "_signature"]]
+            statuses = dict(zip(known.index, known["status"], strict=True))
+            old_signatures = dict(zip(known.index, known["_signature"], strict=True))
             changed = []  # new runs, and known runs whose files changed
             for name, path in paths.items():
                 if name not in statuses or signature(path, statuses[name]) != old_signatures.get(name):
                     changed.append(name)
+            if not changed and not removed and not self._turning_stale(frame):
+                if names is None:
+                    self.checked = True
+                return set()  # nothing to do: the table stays as it is (no copy of it)
             touched = set(removed)
             if removed:
                 frame = _merge(frame, None, removed)
@@ -130,11 +135,24 @@ class RunsTable:
         self._dirty = False
 
     def live_names(self) -> list[str]:
-        """Runs that may change by themselves: running, stale, unreadable (perhaps being created)."""
+        """Runs whose files change by themselves: running, and unreadable (perhaps being created).
+
+        A stale run that comes back to life rewrites its meta.json: the next scan of the tree sees it.
+        """
         frame = self.frame
         if not len(frame):
             return []
-        return list(frame.index[~frame["status"].isin(ENDED)])
+        return list(frame.index[frame["status"].isin(["running", UNREADABLE])])
+
+    def _turning_stale(self, frame: pd.DataFrame) -> bool:
+        """True when a run shown as running has gone without a heartbeat for stale_after seconds."""
+        if not len(frame):
+            return False
+        running = frame["status"].to_numpy() == "running"
+        if not running.any():
+            return False
+        beat = frame.loc[running, "heartbeat"].fillna(frame.loc[running, "start"])
+        return bool(((pd.Timestamp.now(tz="UTC") - beat).dt.total_seconds() > self.stale_after).any())
 
     def changed_since(self, version: int) -> set[str] | None:
         """Names changed after `version`; None when that is too long ago to know (refresh everything)."""
