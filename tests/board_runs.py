@@ -15,7 +15,7 @@ def iso(time: datetime) -> str:
 def history_line(epoch: int, lr: float, seed: int) -> dict:
     """One epoch of a made-up but smooth learning curve (depends on lr and seed)."""
     progress = 1 - math.exp(-(epoch + 1) * lr * 100)
-    wiggle = ((seed * 7 + epoch * 3) % 5 - 2) * 0.004 + (seed - 1) * 0.02 * (1 - progress / 2)
+    wiggle = ((seed * 7 + epoch * 3) % 5 - 2) * 0.004 + (seed - 1) * 0.05 * (1 - progress / 2)
     return {
         "epoch": epoch,
         "step": 10 * (epoch + 1),

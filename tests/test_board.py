@@ -249,6 +249,7 @@ def test_a_tree_seen_before_starts_from_the_cache_and_rereads_what_changed(tmp_p
 
     root = tmp_path / "results"
     write_sweep(root, lrs=(0.001, 0.01), seeds=(0, 1))
+    running = write_run(root / "running", status="running", lr=0.003)
     first = Board(str(root))
     first.table.refresh()
     first.table.save()
@@ -257,12 +258,18 @@ def test_a_tree_seen_before_starts_from_the_cache_and_rereads_what_changed(tmp_p
     meta = json.loads((root / "lr=0.01_width=32_seed=1" / "meta.json").read_text())
     meta["status"] = "interrupted"
     (root / "lr=0.01_width=32_seed=1" / "meta.json").write_text(json.dumps(meta))
+    append_epoch(running, lr=0.003)  # a running run (no end time) read again beside ended ones
 
     second = Board(str(root))  # before any check: the cached rows, as they were
-    assert len(second.table.frame) == 4 and not second.table.checked
+    assert len(second.table.frame) == 5 and not second.table.checked
     assert second.table.frame.loc["lr=0.01_width=32_seed=1", "status"] == "finished"
     changed = second.table.refresh()
-    assert changed == {"new", "lr=0.01_width=32_seed=1"}
+    assert changed == {"new", "lr=0.01_width=32_seed=1", "running"}
+    time.sleep(0.01)
+    append_epoch(running, lr=0.003)
+    assert second.table.refresh(second.table.live_names()) == {"running"}  # only a run without an end time
+    assert str(second.table.frame["end"].dtype).startswith("datetime64")
+    assert second.table.frame.loc["running", "epochs"] == 5
     assert second.table.frame.loc["lr=0.01_width=32_seed=1", "status"] == "interrupted"
     expected = load_runs(root)
     assert sorted(second.table.frame["name"]) == sorted(os.path.relpath(r, root) for r in expected["run"])

@@ -35,6 +35,7 @@ SAVE_EVERY_SECONDS = 60.0
 # Runs read by the first load_runs call before its rows are shown (a tree never seen fills in chunk by
 # chunk); each next chunk is twice as large, up to MAX_CHUNK_RUNS (fewer merges of a growing table).
 CHUNK_RUNS = 1000
+TIME_COLUMNS = ("start", "end", "heartbeat")
 MAX_CHUNK_RUNS = 8000
 
 
@@ -208,6 +209,9 @@ def read_rows(paths: dict[str, str]) -> pd.DataFrame:
 
 def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     """Make every column sortable and groupable: numbers, text, times (lists and mixed values as JSON)."""
+    for column in TIME_COLUMNS:  # a merge of frames whose times differ in unit or emptiness gives objects
+        if column in frame.columns and not isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
     for column in frame.columns:
         series = frame[column]
         if series.dtype != object:
@@ -230,7 +234,7 @@ def _as_text(value) -> str | None:
         return None
     if isinstance(value, str):
         return value
-    return json.dumps(value)
+    return json.dumps(value, default=str)
 
 
 def _merge(frame: pd.DataFrame, fresh: pd.DataFrame | None, removed: set[str]) -> pd.DataFrame:

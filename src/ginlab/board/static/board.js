@@ -468,7 +468,7 @@
       }
     });
     const joined = uPlot.join(tables);
-    const width = Math.max(300, box.clientWidth - 20), height = Math.max(160, box.clientHeight - 70);
+    const width = Math.max(300, box.clientWidth - 20), height = Math.max(160, box.clientHeight - 64);
     chart = new uPlot({
       width, height, series, bands,
       scales: { x: { time: false, distr: s.logx ? 3 : 1 }, y: { distr: s.logy ? 3 : 1 } },
