@@ -11,12 +11,18 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from ginlab.board.assets import read_asset
 from ginlab.board.paths import BoardError
 
+if TYPE_CHECKING:
+    from ginlab.board.data import Board
+
 MAX_EXPORTED_ROWS = 20_000
+# Row fields the page's cells use besides their own column (the name link, progress, group rows).
+CELL_NEEDS = ("name", "status", "_key", "n", "statuses", "epochs", "progress", "training_loop.n_epochs")
 SCRIPT = re.compile(r'<script src="assets/([\w.\-]+)"></script>')
 STYLE = re.compile(r'<link rel="stylesheet" href="assets/([\w.\-]+)">')
 
@@ -31,7 +37,7 @@ def view_state(url_or_state: str) -> str:
     return text.lstrip("?#")
 
 
-def export_html(board, state: str) -> str:
+def export_html(board: Board, state: str) -> str:
     """The static page of the view `state` (a board URL's part after '#') of `board`.
 
     Raises:
@@ -51,12 +57,18 @@ def export_html(board, state: str) -> str:
     curves = None
     if selected or groups:
         curves = board.curves(params, selected, [str(g) for g in groups], metric, params.get("x") or "epoch")
+    # Only the columns the view shows (and what their cells need): 20,000 runs x every column would be
+    # tens of MB, a page too heavy to attach to a message.
+    chosen = [c for c in params.get("cols", "").split(",") if c] or meta["default_columns"]
+    group = [c for c in params.get("group", "").split(",") if c]
+    kept = {*chosen, *group, *(f"{c} std" for c in chosen), *CELL_NEEDS}
+    rows = [{key: value for key, value in row.items() if key in kept} for row in result["rows"]]
     payload = {
         "static": True,
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
         "state": state,
         "meta": meta,
-        "rows": result["rows"],
+        "rows": rows,
         "total": result["total"],
         "curves": curves,
     }
