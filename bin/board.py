@@ -18,11 +18,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from ginlab.board import BoardError, export_view, serve  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
+    from ginlab.board import BoardError, export_view, serve  # after the arguments: --help answers at once
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         if args.export:

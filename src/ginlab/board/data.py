@@ -10,6 +10,7 @@ the static export (ginlab.board.export) calls the same ones.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -229,8 +230,6 @@ class Board:
                 f"no experiment {name!r} under {self.root}; "
                 f"experiments: {', '.join(self.table.experiments) or 'none'}"
             )
-        import json
-
         with open(os.path.join(folder, "experiment.json"), "rb") as f:
             data = json.loads(f.read())
         return set(experiment_pages.experiment_runs(self.root, data, folder))
@@ -281,8 +280,6 @@ class Board:
 
 
 def _parse_key(key: str) -> list:
-    import json
-
     try:
         value = json.loads(key)
     except ValueError:
