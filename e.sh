@@ -25,6 +25,11 @@ _ginlab_setup() {
         fi
         [ "${VIRTUAL_ENV:-}" = "$root/.venv" ] || . "$root/.venv/bin/activate" || return 1
     fi
+    # The board's browser assets (bin/board.py): npm packages pinned in package-lock.json, installed once.
+    if [ ! -d "$root/node_modules" ] && command -v npm >/dev/null 2>&1; then
+        echo "e.sh: installing the board's browser assets into $root/node_modules (npm ci)" >&2
+        (cd "$root" && npm ci --no-audit --no-fund --silent) || echo "e.sh: npm ci failed; bin/board.py needs it (run: npm ci)" >&2
+    fi
     case ":${PYTHONPATH:-}:" in
         *":$root/src:"*) ;;
         *) export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" ;;
