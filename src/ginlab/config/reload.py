@@ -50,19 +50,22 @@ class Change:
 _MISSING = object()
 
 
-def classify(saved: dict, new: dict) -> list[Change]:
+def classify(saved: dict, new: dict, complete: bool = True) -> list[Change]:
     """The values bound in `new` that differ from the run's `saved` flat config, each with its kind.
 
     Args:
         saved: the run's config.json (every value it used).
         new: what the reload's config files and bindings bind (flat_config(operative=False)).
+        complete: `saved` holds every value the run used (config.json). Then a key it lacks belongs to something
+            the run never calls (`Adam.lr` in a run trained with SGD): binding it changes nothing, so it is no
+            change. False when `saved` is only what the run's files bound (killed before config.json).
     """
     optimizer = minimal_name(saved.get("training_loop.optimizer"))
     scheduler = minimal_name(saved.get("training_loop.lr_scheduler"))
     changes = []
     for key, value in new.items():
         old = saved.get(key, _MISSING)
-        if old == value:
+        if old == value or (old is _MISSING and complete):
             continue
         configurable = key.rsplit(".", 1)[0]
         target = {optimizer: "optimizer", scheduler: "scheduler"}.get(configurable) if configurable else None

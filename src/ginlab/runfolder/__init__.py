@@ -21,7 +21,7 @@ from ginlab.runfolder.read import (
     why_not_a_run_folder,
 )
 from ginlab.runfolder.status import describe_owner, run_status
-from ginlab.runfolder.writer import RunFolder, Start, finished_already, now, plan_start
+from ginlab.runfolder.writer import RunFolder, Start, nothing_to_do, now, plan_start
 
 __all__ = [
     "FORMAT_VERSION",
@@ -32,7 +32,7 @@ __all__ = [
     "Start",
     "check_format_version",
     "describe_owner",
-    "finished_already",
+    "nothing_to_do",
     "now",
     "parse_time",
     "plan_start",

@@ -82,9 +82,14 @@ def plan_start(path: str | os.PathLike, reload: bool | str) -> Start:
     return Start("fresh")
 
 
-def finished_already(path: str | os.PathLike, meta: dict | None, n_epochs: int) -> bool:
-    """True when the run in `path` finished and trained at least `n_epochs` epochs: reload="auto" is done."""
-    if not meta or meta.get("status") != fmt.FINISHED:
+def nothing_to_do(path: str | os.PathLike, meta: dict | None, n_epochs: int) -> bool:
+    """What reload="auto" does not continue: a run that finished at least `n_epochs` epochs, or that ended for
+    good (diverged: it would diverge again; pruned: a search stopped it). Either is continued by hand with
+    reload=True."""
+    status = (meta or {}).get("status")
+    if status in (fmt.DIVERGED, fmt.PRUNED):
+        return True
+    if status != fmt.FINISHED:
         return False
     summary = read_summary(path) or {}
     return isinstance(summary.get("epochs"), int) and summary["epochs"] >= n_epochs
@@ -390,4 +395,4 @@ class RunFolder(fmt.RunPaths):
         return jsonlines.parse_records(whole, str(path)), whole == data
 
 
-__all__ = ["RunFolder", "Start", "describe_owner", "finished_already", "now", "plan_start"]
+__all__ = ["RunFolder", "Start", "describe_owner", "nothing_to_do", "now", "plan_start"]

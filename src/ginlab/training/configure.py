@@ -15,7 +15,7 @@ from ginlab.runfolder import (
     RunFolder,
     RunPaths,
     Start,
-    finished_already,
+    nothing_to_do,
     plan_start,
     read_config_json,
     read_meta,
@@ -64,7 +64,7 @@ def configure(save_dir: str, config_files: list[str], binding_strings: list[str]
         RunFolder(save_dir).check_logs_before_reload()  # a damaged history: refused before anything else
     changes = _reload_changes(save_dir, config_files, bindings)
     gin.bind_parameter("training_loop.reload", True)
-    if reload == "auto" and finished_already(save_dir, start.meta, _query("training_loop.n_epochs", 10)):
+    if reload == "auto" and nothing_to_do(save_dir, start.meta, _query("training_loop.n_epochs", 10)):
         start = Start("done", start.meta)
     return Launch(list(command), list(config_files), bindings, start, changes)
 
@@ -78,11 +78,12 @@ def _reload_changes(save_dir, config_files, bindings) -> list[Change]:
     base = run.config_gin.read_text() if run.config_gin.exists() else _started_with(run)
     new = flat_config(operative=False)
     saved = read_config_json(save_dir)
+    complete = saved is not None
     if saved is None:  # killed before config.json was written: what it was started with is the reference
         parse([], [], base_text=base)
         saved = flat_config(operative=False)
     parse(config_files, bindings, base_text=base)
-    changes = [c for c in classify(saved, new) if c.kind != "bookkeeping"]
+    changes = [c for c in classify(saved, new, complete) if c.kind != "bookkeeping"]
     refused = [c for c in changes if c.kind == "refused"]
     if refused:
         raise ConfigError(

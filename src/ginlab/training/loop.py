@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import EarlyStopping
 from ginlab.config import bad_value, check_bool, check_choice, check_int, check_number, flat_config
 from ginlab.errors import ConfigError
 from ginlab.registry import CALLBACKS
-from ginlab.runfolder import RunFolder, Start, finished_already, plan_start, read_summary
+from ginlab.runfolder import RunFolder, Start, nothing_to_do, plan_start, read_summary
 from ginlab.training import callbacks as cb
 from ginlab.training.build import Parts, build
 from ginlab.training.callbacks.mlflow import log_config, record_run_id
@@ -96,7 +96,7 @@ def training_loop(
                     reload_allow_changes, callbacks)  # fmt: skip
     run = launch.run = RunFolder(save_dir, writer=is_main_process())  # under DDP only rank 0 writes
     start = launch.start or plan_start(save_dir, reload)
-    if start.action == "done" or reload == "auto" and finished_already(save_dir, start.meta, n_epochs):
+    if start.action == "done" or reload == "auto" and nothing_to_do(save_dir, start.meta, n_epochs):
         return read_summary(save_dir) or {}  # reload="auto" on a run that finished what was asked
     pl.seed_everything(seed, workers=True, verbose=False)
 

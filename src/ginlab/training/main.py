@@ -34,9 +34,10 @@ def main(save_dir: str, config_files: list[str], binding_strings: list[str], arg
     except GinlabError as e:
         error(_message(e))
         return ExitCode.USAGE
-    if launch.start.action == "done":
-        print(f"{save_dir} finished already: nothing to do (its summary: {save_dir}/summary.json)")
-        return ExitCode.FINISHED
+    if launch.start.action == "done":  # reload="auto" on a run that needs nothing: its recorded outcome
+        meta = launch.start.meta
+        print(f"{save_dir} {meta['status']} already: nothing to do (training_loop.reload=True continues it)")
+        return int(meta.get("exit_code") or ExitCode.FINISHED)
 
     from ginlab.training.loop import training_loop
     from ginlab.training.outcome import Diverged, Interrupted

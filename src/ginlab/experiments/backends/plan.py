@@ -23,7 +23,7 @@ Whether a run starts or continues is not decided here: every backend runs the sa
 `bin/train.py ... -b training_loop.reload="auto"` (Run.command), and bin/train.py decides. The plan only
 predicts it, with bin/train.py's own rules, so that a backend never starts a run that bin/train.py would
 refuse and never refuses one it would accept: the folder is judged by ginlab.runfolder.plan_start, the
-finished epochs by ginlab.runfolder.finished_already, and config differences by ginlab.config.reload.classify
+finished epochs by ginlab.runfolder.nothing_to_do, and config differences by ginlab.config.reload.classify
 (what is bookkeeping, what a reload may apply, what it refuses).
 """
 
@@ -44,7 +44,7 @@ from ginlab.processes import process_alive
 from ginlab.runfolder import (
     RunPaths,
     describe_owner,
-    finished_already,
+    nothing_to_do,
     plan_start,
     read_config_json,
     read_json,
@@ -164,7 +164,7 @@ def _trained_enough(run: Run, meta: dict, saved: dict, prepared: dict) -> bool:
     n_epochs = prepared.get(key, saved.get(key))
     if not isinstance(n_epochs, int) or isinstance(n_epochs, bool):
         return True  # nothing asks for more than the run did
-    return finished_already(run.save_dir, meta, n_epochs)
+    return nothing_to_do(run.save_dir, meta, n_epochs)
 
 
 # --- configs: the run folder's against the prepared ones --------------------------------------------------
