@@ -1,4 +1,5 @@
-"""The readers ginlab has one of each: JSON-lines files (ginlab.jsonlines) and gin text (ginlab.gin_reader).
+"""The readers ginlab has one of each: JSON-lines files (ginlab.runfolder.jsonlines) and gin text
+(ginlab.config.reader).
 
 Every test writes small real files in tmp_path and reads them through each place that uses the reader.
 """
@@ -13,10 +14,10 @@ from ginlab.analysis import RunFolderError as ReadError
 from ginlab.analysis import UnreadableRunsWarning, jsonl, load_C, load_H, load_histories, load_runs
 from ginlab.config.reader import read_gin
 from ginlab.errors import RunFolderError
-from ginlab.experiments.backends.classify import Run, config_differences
+from ginlab.experiments.backends.plan import plan_run
 from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions
-from ginlab.experiments.cli import epochs_done
-from ginlab.experiments.experiment import ExperimentError
+from ginlab.experiments.status import epochs_done
+from ginlab.experiments.experiment import ExperimentError, Run
 from ginlab.runfolder import RunFolder, jsonlines
 
 # -- JSON-lines: a cut or garbled last line is dropped, a damaged line before it is an error ---------------
@@ -372,41 +373,37 @@ def test_load_C_reads_config_gin_with_the_values_mode(tmp_path):
 
 
 def prepared_run(tmp_path, saved: str, prepared: str, bindings: str = "") -> Run:
-    """A run folder started with `saved` (as bin/train.py copies it into configs/) and a prepared config."""
+    """A finished run started with `saved` (as bin/train.py copies it into configs/, killed before config.json:
+    what it was started with is the reference) and a prepared config."""
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / "prepared.gin").write_text(prepared)
-    configs = tmp_path / "runs" / "a" / "configs"
-    configs.mkdir(parents=True)
-    (configs / "00-prepared.gin").write_text(saved)
-    (configs / "bindings.gin").write_text(bindings)
-    return Run(0, "a", {}, tmp_path / "runs" / "a", ["prepared.gin"])
+    folder = tmp_path / "runs" / "a"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "configs" / "00-prepared.gin").write_text(saved)
+    (folder / "configs" / "bindings.gin").write_text(bindings)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    (folder / "meta.json").write_text(json.dumps({"format_version": 2, "status": "interrupted", "started": now,
+                                                 "heartbeat": now, "host": "elsewhere", "pid": 1}))  # fmt: skip
+    return Run(0, "a", {}, folder, ["prepared.gin"])
 
 
-def test_experiments_compare_a_run_folder_with_its_prepared_config_by_value_text(tmp_path):
+def test_experiments_compare_a_run_folder_with_its_prepared_config_by_value(tmp_path):
+    # Comments, layout, quotes and the spelling of a number do not count; a refused difference is named.
     uncommented = CONFIG.replace("# a comment inside a multi-line value", "").replace(
         "# the optimizer class itself", ""
-    )
+    ).replace("LR = 3e-3", "LR = 0.003")
     run = prepared_run(tmp_path, CONFIG, uncommented)
-    assert config_differences(run, tmp_path) == []  # references, also inside containers, read as written
-    run = prepared_run(tmp_path / "2", CONFIG, CONFIG.replace("data.sizes = {", "data.sizes = {'test': 1, "),
-                       bindings="training_loop.reload = True\n")  # fmt: skip
-    assert config_differences(run, tmp_path / "2") == [
-        "data.sizes: run folder has {'train': (100, 20), 'val': [@x, %LR], 'none': None}, "
-        "prepared {'test': 1, 'train': (100, 20), 'val': [@x, %LR], 'none': None}"
-    ]
-    run = prepared_run(tmp_path / "3", CONFIG, CONFIG, bindings="torch.optim.Adam.lr = 0.1\n")
-    assert config_differences(run, tmp_path / "3") == [
-        "torch.optim.Adam.lr: run folder has 0.1, prepared %LR"
-    ]
+    assert plan_run(run, tmp_path).action == "reload"
+    run = prepared_run(tmp_path / "2", CONFIG, CONFIG.replace("data.tag = 'a#b'", "data.tag = 'c'"))
+    state = plan_run(run, tmp_path / "2")
+    assert state.action == "refuse" and state.reasons == ["data.tag: run folder has 'a#b', prepared 'c'"]
 
 
 def test_experiments_refuse_a_run_folder_whose_saved_config_is_not_valid_gin(tmp_path):
     run = prepared_run(tmp_path, "a.x = = 1\n", "a.x = 1\n")
-    assert config_differences(run, tmp_path) == [
-        f"configs: {run.save_dir}/configs/00-prepared.gin is not valid gin: line 1: Unable to parse value: "
-        "'a.x = = 1'. Expected gin statements such as `configurable.param = value`; correct that line. "
-        "Until then the run cannot be compared with the prepared one."
-    ]
+    state = plan_run(run, tmp_path)
+    assert state.action == "refuse"
+    assert any(f"{run.save_dir}/configs/00-prepared.gin is not valid gin: line 1" in r for r in state.reasons)
 
 
 def test_a_reload_refuses_a_history_shorter_than_its_checkpoint_counts(tmp_path):

@@ -19,15 +19,16 @@ import os
 from dataclasses import dataclass, field
 
 from ginlab.board.paths import is_inside
+from ginlab.runfolder import format as fmt
 
 logger = logging.getLogger(__name__)
 
-ENDED_FILES = ("meta.json", "evaluations")
-LIVE_FILES = ("meta.json", "evaluations", "config.json", "config.gin", "summary.json", "history.jsonl")
+ENDED_FILES = (fmt.META, fmt.EVALUATIONS)
+LIVE_FILES = (*ENDED_FILES, fmt.CONFIG_JSON, fmt.CONFIG_GIN, fmt.SUMMARY, fmt.HISTORY)
 # Files that make a folder without meta.json a (broken) run folder rather than a folder to search.
-RUN_FILES = ("config.json", "config.gin", "history.jsonl", "summary.json")
+RUN_FILES = tuple(name for name in fmt.RUN_FILES if name != fmt.META)
 # Statuses after which a run's files other than meta.json and evaluations/ no longer change by themselves.
-ENDED = frozenset({"finished", "failed", "interrupted", "diverged", "pruned"})
+ENDED = frozenset(fmt.ENDED)
 
 
 @dataclass
