@@ -1,6 +1,7 @@
 """Remote tracking against a real MLflow server (sqlite backend, loopback): the run folder stays the source
 of truth, MLflow mirrors it, and a reload continues the same MLflow run."""
 
+import json
 import os
 import shutil
 import signal
@@ -98,6 +99,13 @@ def test_mlflow_mirrors_the_run_and_a_reload_continues_it(tmp_path, mlflow_serve
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
     assert run.data.params["training_loop.n_epochs"] == "100" and run.data.params["Adam.lr"] == "0.01"
     assert run.data.tags["run_folder"] == str(folder.resolve())
+    # Every config value reaches MLflow as config.json has it, an empty list included (Lightning's own flattening
+    # would drop it); what the reload changed, MLflow params being immutable, is in a tag.
+    config = read_json(folder / "config.json")
+    assert config["training_loop.callbacks"] == [] and run.data.params["training_loop.callbacks"] == "[]"
+    assert set(run.data.params) == set(config)
+    changed = json.loads(run.data.tags["ginlab.config_changes"])
+    assert changed["training_loop.n_epochs"] == str(reached + 2) and changed["training_loop.reload"] == "true"
     history = read_jsonl(folder / "history.jsonl")
     mirrored = sorted(client.get_metric_history(run_id, "val_acc"), key=lambda m: m.step)
     assert [m.value for m in mirrored] == pytest.approx([row["val_acc"] for row in history])
