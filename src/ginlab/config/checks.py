@@ -40,7 +40,7 @@ def check_number(
     optional: bool = False,
     example=None,
 ) -> None:
-    """`value` is a number in [minimum, maximum] ((minimum, maximum) when exclusive), or None when optional."""
+    """`value` is a number in [minimum, maximum] ((minimum, maximum) when exclusive), or None if optional."""
     if value is None and optional:
         return
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value  # not NaN

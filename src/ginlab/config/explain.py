@@ -60,7 +60,7 @@ def explain(error: Exception, files, bindings) -> str:
 
 
 def _unquoted(message: str, bindings) -> str:
-    """gin's "malformed node or string ... <ast.Name object at 0x...>" for a bare word: say strings need quotes."""
+    """gin's "malformed node or string ... <ast.Name object ...>" for a bare word: strings need quotes."""
     token = re.search(r"Failed to parse token '([^']*)' \(line (\d+)\)", message)
     word, line = (token.group(1), int(token.group(2))) if token else ("the value", 0)
     file = re.search(r'In file "[^"]+", line \d+', message)

@@ -1,5 +1,5 @@
-"""gin files + bindings -> gin's global config, checked: every error names the bad value, where it came from and
-what would be valid, before anything is built or written.
+"""gin files + bindings -> gin's global config, checked: every error names the bad value, where it came
+from and what would be valid, before anything is built or written.
 
 The modules that define configurables must be imported before parsing (gin refuses names it does not know):
 the training layer does that for its callers (`ginlab.training.configure`).
@@ -66,8 +66,8 @@ def _parse_saved(text: str) -> None:
         gin.parse_config(text)
     except (ValueError, SyntaxError, ImportError) as error:
         raise ConfigError(
-            f"The run's saved configuration (config.gin) cannot be parsed: {error}. A configurable it names may no "
-            "longer exist in this code (renamed or removed since the run started)."
+            f"The run's saved configuration (config.gin) cannot be parsed: {error}. A configurable it names "
+            "may no longer exist in this code (renamed or removed since the run started)."
         ) from None
 
 
@@ -97,8 +97,9 @@ def _check_readable(path: str) -> None:
         file.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(
-            f"{path} is not a gin config file: it is not UTF-8 text (byte {error.object[error.start]:#04x} at "
-            f"offset {error.start}). Expected gin statements such as `configurable.param = value`."
+            f"{path} is not a gin config file: it is not UTF-8 text (byte "
+            f"{error.object[error.start]:#04x} at offset {error.start}). Expected gin statements such as "
+            "`configurable.param = value`."
         ) from None
 
 
@@ -180,9 +181,11 @@ def check_registered_names(files, bindings) -> None:
         names = value if isinstance(value, (list, tuple)) else [value]
         for name in names:
             if not isinstance(name, str):
+                where = locate(f"training_loop.{param}", files, bindings)
+                example = next(iter(registry), "name")
                 raise ConfigError(
-                    f"training_loop.{param} = {value!r} ({locate(f'training_loop.{param}', files, bindings)}): "
-                    f"expected a registered {registry.kind} name in quotes, e.g. {next(iter(registry), 'name')!r}."
+                    f"training_loop.{param} = {value!r} ({where}): expected a registered {registry.kind} name "
+                    f"in quotes, e.g. {example!r}."
                 )
             if name not in registry:
                 where = locate(f"training_loop.{param}", files, bindings)

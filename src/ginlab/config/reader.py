@@ -13,8 +13,9 @@ mode="text" (experiments: was a run folder started with the prepared config?): e
     `LR = 0.1` is a key of its own, "LR").
 
 Includes are followed when `root` is given, each path looked up as bin/train.py looks it up: beside the file
-that includes it first, then relative to `root` (bin/train.py's working directory, the repository root): a missing included file is the entry "include FILE": "missing", a file already being read
-"include FILE": "included". Without `root` they are skipped: a run's config.gin (gin's operative config) has
+that includes it first, then relative to `root` (bin/train.py's working directory, the repository root): a
+missing included file is the entry "include FILE": "missing", a file already being read "include FILE":
+"included". Without `root` they are skipped: a run's config.gin (gin's operative config) has
 none, and load_C reads nothing outside the run folder.
 """
 

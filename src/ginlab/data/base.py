@@ -41,8 +41,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         check_number(f"{name}.val_fraction", val_fraction, 0, 1, example=0.15)
         check_number(f"{name}.test_fraction", test_fraction, 0, 1, example=0.15)
         if val_fraction + test_fraction >= 1:
-            raise bad_value(f"{name}.val_fraction", val_fraction, f"val_fraction + test_fraction < 1 (test_fraction "
-                            f"is {test_fraction}): something must be left to train on")  # fmt: skip
+            raise bad_value(
+                f"{name}.val_fraction", val_fraction,
+                f"val_fraction + test_fraction < 1 (test_fraction is {test_fraction}): something must be left to "
+                "train on",
+            )  # fmt: skip
         check_int(f"{name}.split_seed", split_seed, minimum=0, example=0)
         check_int(f"{name}.num_workers", num_workers, minimum=0, example=2)
         check_choice(f"{name}.augment", augment, ["shift"], optional=True)
@@ -84,11 +87,13 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.num_classes = self._check_labels(y if test is None else torch.cat([y, test[1]]))
 
     def _check_labels(self, y: torch.Tensor) -> int:
-        """The number of classes: as given, or inferred from the labels (0 .. K-1); labels outside it refused."""
+        """The number of classes: as given, or inferred from the labels (0 .. K-1); labels outside refused."""
         name = name_of(type(self), type(self).__name__)
         if y.dtype != torch.int64 or y.ndim != 1:
-            raise TypeError(f"{type(self).__name__}.load() must return labels as an int64 tensor of shape (N,), "
-                            f"not {y.dtype} of shape {tuple(y.shape)}.")  # fmt: skip
+            raise TypeError(
+                f"{type(self).__name__}.load() must return labels as an int64 tensor of shape (N,), not "
+                f"{y.dtype} of shape {tuple(y.shape)}."
+            )
         low, high = int(y.min()), int(y.max())
         if low < 0 or (self.num_classes is not None and high >= self.num_classes):
             raise ConfigError(f"{name}: labels run from {low} to {high}, outside 0 .. num_classes - 1 "

@@ -51,8 +51,8 @@ class CIFAR10(InMemoryDataModule):
         raw = np.concatenate([np.fromfile(self.data_dir / n, dtype=np.uint8) for n in names])
         if raw.size % RECORD:
             raise ConfigError(
-                f"{self.data_dir}: the file sizes are not a multiple of the {RECORD}-byte record, so these are not "
-                f"CIFAR-10 binary files (or they were cut). Unpack cifar-10-binary.tar.gz again."
+                f"{self.data_dir}: the file sizes are not a multiple of the {RECORD}-byte record, so these "
+                "are not CIFAR-10 binary files (or they were cut). Unpack cifar-10-binary.tar.gz again."
             )
         records = raw.reshape(-1, RECORD)
         x = torch.from_numpy(records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
