@@ -20,7 +20,13 @@
 
 Also measured: `bin/train.py --help` (goal < 0.5 s) and start-up to the first training step of a real run.
 
-    python benchmarks/train_overhead.py [--epochs 10] [--rounds 5]
+3. `--telemetry`: what the history's sys_* columns cost (goal <= 1 % of the digits CNN's step). ginlab's
+   loop on the CNN with telemetry on and off (`telemetry.enabled=False`), alternating, their steady-state step
+   times and whole-run times side by side and the ratio on / off per round; and, free of the machine's noise,
+   the CPU time telemetry itself takes (its epoch-end columns in the main thread, its sampler thread) as a
+   share of the training time.
+
+    python benchmarks/train_overhead.py [--epochs 10] [--rounds 5] [--telemetry]
 """
 
 import argparse
@@ -237,7 +243,7 @@ def plain_lightning(work, epochs: int, interleave: bool = False):
     return steady_step_time(STEP_STARTS), time.perf_counter() - t0
 
 
-def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: bool = False):
+def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: bool = False, bindings=()):
     from ginlab.config import parse
     from ginlab.training.loop import training_loop
 
@@ -251,7 +257,12 @@ def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: boo
     with tempfile.TemporaryDirectory() as tmp:
         parse(
             [ROOT / "configs" / "cnn.gin"],
-            [f"training_loop.n_epochs={epochs}", f"training_loop.callbacks={callbacks}", *work["bindings"]],
+            [
+                f"training_loop.n_epochs={epochs}",
+                f"training_loop.callbacks={callbacks}",
+                *work["bindings"],
+                *bindings,
+            ],
         )
         t0 = time.perf_counter()
         training_loop(os.path.join(tmp, "run"))
@@ -280,10 +291,67 @@ def command_time(args, until=None, repeats=5) -> float:
     return statistics.median(times)
 
 
+TELEMETRY_CPU = {"seconds": 0.0}  # CPU time spent in telemetry's own code (main thread and sampler thread)
+
+
+def count_telemetry_cpu():
+    """Wrap the two places telemetry works (the row's columns, the sampler's samples): add up their CPU
+    time."""
+    from ginlab.health.usage import Sampler
+    from ginlab.training.callbacks.telemetry import Telemetry
+
+    def timed(function):
+        def wrapper(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                TELEMETRY_CPU["seconds"] += time.thread_time() - start
+
+        return wrapper
+
+    Telemetry.columns = timed(Telemetry.columns)
+    Sampler.sample_now = timed(Sampler.sample_now)
+
+
+def telemetry_overhead(epochs: int, rounds: int) -> None:
+    """Part 3 (see the module docstring)."""
+    count_telemetry_cpu()
+    ginlab_loop(CNN, 2)  # warm-up
+    on, off, on_total, off_total, own = [], [], [], [], []
+    for i in range(rounds):
+        for enabled in (False, True) if i % 2 == 0 else (True, False):  # alternate who goes first
+            TELEMETRY_CPU["seconds"] = 0.0
+            step, total = ginlab_loop(CNN, epochs, bindings=[f"telemetry.enabled={enabled}"])
+            (on if enabled else off).append(step)
+            (on_total if enabled else off_total).append(total)
+            if enabled:
+                own.append(TELEMETRY_CPU["seconds"] / total)
+    ratios = [a / b for a, b in zip(on, off, strict=True)]
+    print(f"3. telemetry: digits CNN, batch 64, {epochs} epochs, {rounds} rounds, on and off alternating")
+    print(
+        f"steady-state step (median of rounds):  off {1000 * statistics.median(off):.3f} ms   "
+        f"on {1000 * statistics.median(on):.3f} ms"
+    )
+    print(
+        f"  on / off: {statistics.median(ratios):.4f} (median of per-round ratios; goal <= 1.01); "
+        f"per round: {', '.join(f'{r:.3f}' for r in ratios)}"
+    )
+    print(
+        f"whole run: off {statistics.median(off_total):.2f} s   on {statistics.median(on_total):.2f} s   "
+        f"ratio {statistics.median(on_total) / statistics.median(off_total):.3f}"
+    )
+    print(
+        f"  telemetry's own CPU time: {100 * statistics.median(own):.3f} % of the run's time "
+        f"(median over rounds; max {100 * max(own):.3f} %)"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--telemetry", action="store_true", help="only part 3: telemetry on against off")
     args = parser.parse_args()
     import logging
     import warnings
@@ -294,6 +362,9 @@ def main():
     quiet_lightning()
     logging.getLogger("ginlab.progress").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
+    if args.telemetry:
+        telemetry_overhead(args.epochs, args.rounds)
+        return
 
     hand_step, hand_total, gin_step, gin_total, pl_step = [], [], [], [], []
     hand_written(CNN, 2)  # warm-up: first-call costs of torch kernels

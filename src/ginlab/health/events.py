@@ -112,7 +112,7 @@ def digest_body(events: list[Event]) -> str:
     lines = [f"{e.time}  {e.title}" for e in events[:DIGEST_LINES]]
     if len(events) > DIGEST_LINES:
         lines.append(f"... and {len(events) - DIGEST_LINES} more")
-    return "Held back to keep the messages few, sent together:\n" + "\n".join(lines)
+    return f"{len(events)} events held back to keep the messages few:\n" + "\n".join(lines)
 
 
 def _numbers(values, skip=()) -> dict[str, float]:
