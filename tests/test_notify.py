@@ -162,6 +162,27 @@ def test_an_unknown_url_scheme_exits_2_and_writes_nothing(tmp_path, sink, capsys
     assert "json://host:port/path" in err  # what would be valid
 
 
+@pytest.mark.parametrize(
+    "binding, expected",
+    [
+        (
+            'notify.urls="json://127.0.0.1:9/"',
+            ["notify.urls = 'json://127.0.0.1:9/'", "a list of Apprise URLs"],
+        ),
+        ('notify.events=["finish"]', ["notify.events", "'finish' is none (did you mean 'finished'?)"]),
+        ("notify.burst=0", ["notify.burst = 0", "a positive integer"]),
+        ("notify.retries=-1", ["notify.retries = -1", "an integer >= 0"]),
+        ("notify.stale_after=0", ["notify.stale_after = 0", "> 0"]),
+        ('notify.urls=["json://"]', ["Apprise knows 'json://' but cannot read this URL"]),
+    ],
+)
+def test_bad_notify_settings_exit_2_writing_nothing(tmp_path, sink, capsys, binding, expected):
+    code, _, err = train_here(tmp_path / "run", TOY, "-b", binding, capsys=capsys)
+    assert code == 2 and not (tmp_path / "run").exists()
+    for text in expected:
+        assert text in err, err
+
+
 def test_an_unknown_scheme_in_the_environment_variable_exits_2_too(tmp_path, sink, monkeypatch):
     monkeypatch.setenv("GINLAB_NOTIFY_URLS", "nosuchservice://x")
     result = train(tmp_path / "run", TOY, check=2)
@@ -231,3 +252,26 @@ def test_the_event_time_is_iso():
     from ginlab.health.events import Event
 
     assert datetime.fromisoformat(Event("failed", "t", "b").time).tzinfo is not None
+
+
+def test_the_outbox_sends_a_burst_then_holds_then_sends_one_digest_a_window_later(tmp_path, monkeypatch):
+    from ginlab.health import throttle
+    from ginlab.health.events import Event, compose
+
+    clock = [1000.0]
+    monkeypatch.setattr(throttle.time, "time", lambda: clock[0])
+    outbox = throttle.Outbox(tmp_path, burst=2, window_seconds=60)
+    events = [Event("failed", f"run {i} FAILED", "...") for i in range(6)]
+    assert outbox.admit(events[0]) == [events[0]] and outbox.admit(events[1]) == [events[1]]
+    assert outbox.admit(events[2]) is None and outbox.admit(events[3]) is None  # held
+    clock[0] += 59
+    assert outbox.admit(events[4]) is None  # still within the window of the last message
+    clock[0] += 2
+    batch = outbox.admit(events[5])  # a whole window later: everything held, and this one, in one message
+    assert batch == events[2:6]
+    title, body = compose(batch)
+    assert title == "4 events: 4 failed" and body.startswith("4 events held back")
+    assert outbox.admit(Event("failed", "x", "")) is not None  # the window's second message
+    assert outbox.admit(Event("failed", "y", "")) is None  # its third: held again
+    assert [e.title for e in outbox.drain()] == ["y"]  # the experiment's closing message takes it
+    assert outbox.drain() == []

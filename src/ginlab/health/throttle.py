@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +35,10 @@ def state_folder(urls) -> Path:
     experiment = os.environ.get(EXPERIMENT_DIR_VARIABLE)
     if experiment:
         return Path(experiment) / "notify"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    try:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except (RuntimeError, KeyError):  # no home folder (a bare container): the state lives as long as /tmp
+        cache = Path(tempfile.gettempdir())
     key = hashlib.sha256("\n".join(sorted(urls)).encode()).hexdigest()[:12]
     return cache / "ginlab" / "notify" / key
 
