@@ -87,6 +87,8 @@ def test_a_diverging_run_notifies_once_within_5_s(tmp_path, sink):
 
 
 def test_a_frozen_run_is_stale_for_every_reader_and_reported_once(tmp_path, sink):
+    import psutil
+
     from ginlab.analysis import load_runs
     from ginlab.runfolder import read_meta, run_status
 
@@ -102,6 +104,8 @@ def test_a_frozen_run_is_stale_for_every_reader_and_reported_once(tmp_path, sink
             time.sleep(0.1)
         watchdogs = watchdog_pids(process.pid)
         assert len(watchdogs) == 1  # the run started its watchdog
+        # ... without the URLs on its command line, which every user of the machine can read
+        assert "127.0.0.1" not in " ".join(psutil.Process(watchdogs[0]).cmdline())
         os.kill(process.pid, signal.SIGSTOP)  # frozen: alive, but its heartbeat stops
         frozen_at = time.time()
         messages = sink.wait_for(1, deadline=frozen_at + 60)

@@ -8,7 +8,10 @@ or its process died without recording an ending, it sends one "stale" notificati
 when the run records how it ended (the run notifies that itself), when another process takes the folder
 over, or once its run's process is gone.
 
-    python -m ginlab.health.watchdog RUN_FOLDER PID SETTINGS_JSON        # started by start_watchdog
+    python -m ginlab.health.watchdog RUN_FOLDER PID        # started by start_watchdog
+
+Its settings come in an environment variable, not on its command line: a URL may hold a token, and every user
+of a machine can read command lines, while a process's environment is its owner's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ginlab.runfolder import read_meta, run_status
 
 log = logging.getLogger(__name__)
 _STARTED: dict[int, subprocess.Popen] = {}  # the watchdogs this process started, by pid
+SETTINGS_VARIABLE = "GINLAB_WATCHDOG_SETTINGS"
 
 
 def watchdog_pids() -> set[int]:
@@ -53,16 +57,10 @@ def start_watchdog(run_folder, settings: NotifySettings) -> subprocess.Popen | N
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([source, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        SETTINGS_VARIABLE: settings.to_json(),
     }
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ginlab.health.watchdog",
-            str(run_folder),
-            str(os.getpid()),
-            settings.to_json(),
-        ],
+        [sys.executable, "-m", "ginlab.health.watchdog", str(run_folder), str(os.getpid())],
         env=env,
         stdin=subprocess.DEVNULL,  # its output goes where the run's goes (log.txt)
     )
@@ -117,7 +115,8 @@ def main(argv: list[str]) -> int:
     # The terminal's Ctrl-C is the run's to handle; the watchdog ends when the run does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="WARNING ginlab watchdog: %(message)s")
-    run_folder, pid, settings = argv[0], int(argv[1]), NotifySettings.from_json(argv[2])
+    run_folder, pid = argv[0], int(argv[1])
+    settings = NotifySettings.from_json(os.environ[SETTINGS_VARIABLE])
     watch(run_folder, pid, settings)
     return 0
 
