@@ -28,6 +28,18 @@ def deliver(urls, title: str, body: str, retries: int = 3, backoff_seconds: floa
     return delivered
 
 
+def prepare(urls) -> None:
+    """Load Apprise and its services now, so that a message later goes out without that wait (the watchdog
+    prepares while the run is well; loading takes about a second)."""
+    try:
+        import apprise
+
+        for url in urls:
+            apprise.Apprise.instantiate(url)
+    except Exception as error:
+        log.warning("notification services could not be loaded: %s", error)
+
+
 def _deliver_one(url: str, title: str, body: str, retries: int, backoff_seconds: float) -> bool:
     import apprise
 

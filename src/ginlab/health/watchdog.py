@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from ginlab.health.deliver import prepare
 from ginlab.health.events import stale_event
 from ginlab.health.notifier import Notifier
 from ginlab.health.settings import NotifySettings
@@ -85,6 +86,7 @@ def stop_watchdog(process: subprocess.Popen | None) -> None:
 def watch(run_folder, pid: int, settings: NotifySettings, notifier: Notifier | None = None) -> str:
     """Watch the run until it ends or is taken over; return why the watch ended."""
     notifier = notifier or Notifier(settings)
+    prepare(settings.urls)  # when the run stalls, its message goes out at once
     every = poll_seconds(settings.stale_after)
     reported = False
     while True:
