@@ -21,10 +21,10 @@
 Also measured: `bin/train.py --help` (goal < 0.5 s) and start-up to the first training step of a real run.
 
 3. `--telemetry`: what the history's sys_* columns cost (goal <= 1 % of the digits CNN's step). ginlab's
-   loop on the CNN with telemetry on and off (`telemetry.enabled=False`), alternating, their steady-state step
-   times and whole-run times side by side and the ratio on / off per round; and, free of the machine's noise,
-   the CPU time telemetry itself takes (its epoch-end columns in the main thread, its sampler thread) as a
-   share of the training time.
+   loop on the CNN, one torch thread, with telemetry on and off (`telemetry.enabled=False`), alternating: the
+   steady-state step as wall time and as CPU time of the main thread (which other load on the machine hardly
+   moves), the whole run's wall and CPU time, the ratios on / off per round; and telemetry's own CPU time (its
+   epoch-end columns in the main thread, its sampler thread) as a share of the run's CPU time.
 
     python benchmarks/train_overhead.py [--epochs 10] [--rounds 5] [--telemetry]
 """
@@ -315,35 +315,53 @@ def count_telemetry_cpu():
 
 
 def telemetry_overhead(epochs: int, rounds: int) -> None:
-    """Part 3 (see the module docstring)."""
+    """Part 3 (see the module docstring). One torch thread, so that the main thread's CPU time is all of a
+    step's: CPU times hardly move with other load on the machine, wall times do (both are printed)."""
+    global CLOCK
     count_telemetry_cpu()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     ginlab_loop(CNN, 2)  # warm-up
-    on, off, on_total, off_total, own = [], [], [], [], []
+    runs = {False: [], True: []}  # per run: (step wall, step CPU, run wall, run CPU of the process, own CPU)
     for i in range(rounds):
         for enabled in (False, True) if i % 2 == 0 else (True, False):  # alternate who goes first
+            binding = [f"telemetry.enabled={enabled}"]
+            CLOCK = time.perf_counter
+            step_wall, run_wall = ginlab_loop(CNN, epochs, bindings=binding)
+            CLOCK = time.thread_time
             TELEMETRY_CPU["seconds"] = 0.0
-            step, total = ginlab_loop(CNN, epochs, bindings=[f"telemetry.enabled={enabled}"])
-            (on if enabled else off).append(step)
-            (on_total if enabled else off_total).append(total)
-            if enabled:
-                own.append(TELEMETRY_CPU["seconds"] / total)
-    ratios = [a / b for a, b in zip(on, off, strict=True)]
-    print(f"3. telemetry: digits CNN, batch 64, {epochs} epochs, {rounds} rounds, on and off alternating")
+            cpu_before = time.process_time()
+            step_cpu, _ = ginlab_loop(CNN, epochs, bindings=binding)
+            run_cpu = time.process_time() - cpu_before
+            runs[enabled].append((step_wall, step_cpu, run_wall, run_cpu, TELEMETRY_CPU["seconds"]))
+    CLOCK = time.perf_counter
+    torch.set_num_threads(threads)
+
+    def ratios(column):
+        return [on[column] / off[column] for on, off in zip(runs[True], runs[False], strict=True)]
+
+    def median(enabled, column):
+        return statistics.median(run[column] for run in runs[enabled])
+
     print(
-        f"steady-state step (median of rounds):  off {1000 * statistics.median(off):.3f} ms   "
-        f"on {1000 * statistics.median(on):.3f} ms"
+        f"3. telemetry: digits CNN, batch 64, 1 thread, {epochs} epochs, {rounds} rounds, on/off alternating"
     )
+    for name, column in (("wall time", 0), ("CPU time of the main thread", 1)):
+        per_round = ", ".join(f"{r:.3f}" for r in ratios(column))
+        print(
+            f"steady-state step, {name}:  off {1000 * median(False, column):.3f} ms   on "
+            f"{1000 * median(True, column):.3f} ms   on / off {statistics.median(ratios(column)):.4f} "
+            f"(median of per-round ratios; goal <= 1.01; per round {per_round})"
+        )
     print(
-        f"  on / off: {statistics.median(ratios):.4f} (median of per-round ratios; goal <= 1.01); "
-        f"per round: {', '.join(f'{r:.3f}' for r in ratios)}"
+        f"whole run (with validation, checkpoints, test), wall: off {median(False, 2):.2f} s   on "
+        f"{median(True, 2):.2f} s   on / off {statistics.median(ratios(2)):.3f};  CPU of the process: off "
+        f"{median(False, 3):.2f} s   on {median(True, 3):.2f} s   on / off {statistics.median(ratios(3)):.3f}"
     )
+    own = [run[4] / run[3] for run in runs[True]]  # per run: telemetry's CPU seconds over the run's
     print(
-        f"whole run: off {statistics.median(off_total):.2f} s   on {statistics.median(on_total):.2f} s   "
-        f"ratio {statistics.median(on_total) / statistics.median(off_total):.3f}"
-    )
-    print(
-        f"  telemetry's own CPU time: {100 * statistics.median(own):.3f} % of the run's time "
-        f"(median over rounds; max {100 * max(own):.3f} %)"
+        f"  telemetry's own CPU time (its epoch-end columns and its sampler thread): "
+        f"{100 * statistics.median(own):.3f} % of the run's CPU time (median; max {100 * max(own):.3f} %)"
     )
 
 

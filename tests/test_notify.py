@@ -281,3 +281,29 @@ def test_the_outbox_sends_a_burst_then_holds_then_sends_one_digest_a_window_late
     assert outbox.admit(Event("failed", "y", "")) is None  # its third: held again
     assert [e.title for e in outbox.drain()] == ["y"]  # the experiment's closing message takes it
     assert outbox.drain() == []
+
+
+@pytest.mark.slurm
+def test_a_run_in_a_slurm_job_notifies_from_the_job_and_run_closes_the_experiment(tmp_path, sink):
+    from test_slurm import cluster_problem
+
+    problem = cluster_problem()
+    if problem:
+        if os.environ.get("GINLAB_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"GINLAB_REQUIRE_SERVICES=1 but {problem}")
+        pytest.skip(problem)
+    main = write_experiment(
+        tmp_path, "onslurm", {"torch.optim.SGD.lr": [1e9]}, x="torch.optim.SGD.lr",
+        bindings=["training_loop.optimizer = @torch.optim.SGD", "training_loop.n_epochs = 2",
+                  f"notify.urls = ['{sink.url}']"],
+    )  # fmt: skip
+    assert cli(main, "prepare", "--no-check").returncode == 0
+    result = cli(main, "run", "--backend", "slurm", "--time", "00:10:00", "--poll", "1", timeout=600)
+    assert "DIVERGED lr=1000000000.0" in result.stdout, result.stdout[-3000:]
+    messages = sink.wait_for(2, deadline=time.time() + 5)
+    titles = [m["title"] for m in messages]
+    # The run's own message came from its job (bin/train.py there), then `run`'s closing message.
+    assert titles == ["[onslurm] lr=1000000000.0 DIVERGED", "[onslurm] experiment finished: 1 diverged"], (
+        titles
+    )
+    assert "Report: " in messages[1]["message"]
