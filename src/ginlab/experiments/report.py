@@ -26,7 +26,7 @@ import pandas as pd
 
 from ginlab.experiments.experiment import Experiment, ExperimentError, ReportSpec, Run
 from ginlab.experiments.grid import format_value, grid_parameters, short_names
-from ginlab.experiments.resources import resources_markdown, resources_table, suggest
+from ginlab.experiments.resources import resources_intro, resources_table, resources_view, suggest
 from ginlab.runfolder.atomic import atomic_write_text
 from ginlab.runfolder.format import TELEMETRY_PREFIX
 
@@ -125,7 +125,8 @@ def build_report(experiment: Experiment, runs: list[Run]) -> Report:
     suggested = suggest(resources)
 
     summary = summary_markdown(experiment, table, best, figures, short, spec, over)
-    summary += "\n" + "\n".join(resources_markdown(resources, suggested)) + "\n"
+    section = resources_intro(suggested) + markdown_table(resources_view(resources))
+    summary += "\n" + "\n".join(section) + "\n"
     atomic_write_text(folder / "summary.md", summary)
     log.info("report written to %s", folder)
     return Report(folder / "summary.md", best_sentence(best, short, spec, over), suggested)

@@ -69,19 +69,23 @@ def suggest(table: pd.DataFrame) -> dict[str, str | None]:
     return {"mem": memory, "time": time}
 
 
-def resources_markdown(table: pd.DataFrame, suggested: dict[str, str | None]) -> list[str]:
-    """The summary.md section: the table, readable, and the suggested options."""
+def resources_intro(suggested: dict[str, str | None]) -> list[str]:
+    """The summary.md section's heading and its sentence with the suggested options (the table follows)."""
     lines = ["## Resources", ""]
-    if suggested["mem"] or suggested["time"]:
-        options = " ".join(f"--{key} {value}" for key, value in suggested.items() if value)
-        lines += [
-            f"Suggested for the next submission: `run --backend slurm {options}` (the largest run's peak "
-            f"memory x {MEMORY_MARGIN:g}; the longest training time x {TIME_MARGIN:g} + "
-            f"{TIME_EXTRA_SECONDS // 60} min; `resources.csv` has the numbers).",
-            "",
-        ]
-    else:
-        lines += ["No run has recorded its resources yet.", ""]
+    if not (suggested["mem"] or suggested["time"]):
+        return [*lines, "No run has recorded its resources yet.", ""]
+    options = " ".join(f"--{key} {value}" for key, value in suggested.items() if value)
+    return [
+        *lines,
+        f"Suggested for the next submission: `run --backend slurm {options}` (the largest run's peak "
+        f"memory x {MEMORY_MARGIN:g}; the longest training time x {TIME_MARGIN:g} + "
+        f"{TIME_EXTRA_SECONDS // 60} min; `resources.csv` has the numbers).",
+        "",
+    ]
+
+
+def resources_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as a person reads it: memory in MiB or GiB, times as sbatch writes them."""
     shown = pd.DataFrame({
         "run": table["name"],
         "status": table["status"],
@@ -93,9 +97,7 @@ def resources_markdown(table: pd.DataFrame, suggested: dict[str, str | None]) ->
     })  # fmt: skip
     if table["gpu_peak_reserved_mb"].notna().any():
         shown.insert(4, "GPU memory (peak)", table["gpu_peak_reserved_mb"].map(_memory_cell))
-    from ginlab.experiments.report import markdown_table
-
-    return lines + markdown_table(shown)
+    return shown
 
 
 def parse_memory_mb(value) -> float | None:
