@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -292,6 +293,7 @@ def command_time(args, until=None, repeats=5) -> float:
 
 
 TELEMETRY_CPU = {"seconds": 0.0}  # CPU time spent in telemetry's own code (main thread and sampler thread)
+_INSIDE = threading.local()  # columns() calls sample_now(): count the outer call only
 
 
 def count_telemetry_cpu():
@@ -302,11 +304,14 @@ def count_telemetry_cpu():
 
     def timed(function):
         def wrapper(*args, **kwargs):
-            start = time.thread_time()
+            if getattr(_INSIDE, "active", False):
+                return function(*args, **kwargs)
+            _INSIDE.active, start = True, time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 TELEMETRY_CPU["seconds"] += time.thread_time() - start
+                _INSIDE.active = False
 
         return wrapper
 
