@@ -60,11 +60,15 @@ def start_watchdog(run_folder, settings: NotifySettings) -> subprocess.Popen | N
         "PYTHONPATH": os.pathsep.join([source, *filter(None, [os.environ.get("PYTHONPATH")])]),
         SETTINGS_VARIABLE: settings.to_json(),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ginlab.health.watchdog", str(run_folder), str(os.getpid())],
-        env=env,
-        stdin=subprocess.DEVNULL,  # its output goes where the run's goes (log.txt)
-    )
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ginlab.health.watchdog", str(run_folder), str(os.getpid())],
+            env=env,
+            stdin=subprocess.DEVNULL,  # its output goes where the run's goes (log.txt)
+        )
+    except OSError as error:  # no process left to start (limits, memory): the run goes on without one
+        log.warning("no watchdog for %s (%s): a stall will not be notified", run_folder, error)
+        return None
     _STARTED[process.pid] = process
     return process
 
