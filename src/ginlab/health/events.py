@@ -55,9 +55,12 @@ def run_ended_event(path, meta: dict, summary: dict | None) -> Event | None:
     if status == fmt.FINISHED:
         summary = summary or {}
         lines = [f"Finished on {host}{took}: {summary.get('epochs', '?')} epochs."]
-        metrics = {**_numbers(summary.get("test")), **_numbers(summary.get("best"), skip=("epoch", "step"))}
-        if metrics:
-            lines.append(", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        best = summary.get("best") or {}
+        shown = [f"{k} {v:.4g}" for k, v in _numbers(summary.get("test")).items()]
+        shown += [f"best {k} {v:.4g}" for k, v in _numbers(best, skip=("epoch", "step")).items()]
+        if shown:  # epochs count from 1 wherever a person reads them
+            epoch = f" (epoch {best['epoch'] + 1})" if isinstance(best.get("epoch"), int) else ""
+            lines.append(", ".join(shown) + epoch)
         peak = _numbers(summary.get("max")).get(f"{fmt.TELEMETRY_PREFIX}peak_rss_mb")
         if peak is not None:
             lines.append(f"Peak memory {peak:.0f} MiB.")
