@@ -307,3 +307,26 @@ def test_a_run_in_a_slurm_job_notifies_from_the_job_and_run_closes_the_experimen
         titles
     )
     assert "Report: " in messages[1]["message"]
+
+
+def test_a_finished_runs_message_names_its_numbers_and_folder(tmp_path, monkeypatch):
+    from ginlab.health.events import run_ended_event
+
+    monkeypatch.setenv("GINLAB_EXPERIMENT", "tune_lr")
+    meta = {"status": "finished", "host": "node3", "started": "2026-12-03T10:00:00+00:00",
+            "ended": "2026-12-03T10:01:05+00:00"}  # fmt: skip
+    summary = {
+        "epochs": 8,
+        "best": {"epoch": 6, "step": 140, "val_acc": 0.99, "checkpoint": "checkpoints/best.ckpt"},
+        "test": {"test_acc": 0.9815, "checkpoint": "checkpoints/best.ckpt"},
+        "max": {"sys_peak_rss_mb": 812.4},
+    }
+    event = run_ended_event(tmp_path / "lr=0.001", meta, summary)
+    assert event.kind == "finished" and event.title == "[tune_lr] lr=0.001 finished"
+    assert event.body.splitlines() == [
+        "Finished on node3 after 0:01:05: 8 epochs.",
+        "test_acc 0.9815, best val_acc 0.99 (epoch 7)",
+        "Peak memory 812 MiB.",
+        f"Run folder: {(tmp_path / 'lr=0.001').resolve()}",
+    ]
+    assert run_ended_event(tmp_path, {**meta, "status": "interrupted"}, summary) is None  # not an event
