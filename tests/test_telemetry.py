@@ -2,11 +2,13 @@
 (a memory-hungry model's recorded peak is what the kernel reports), a missing source leaves its column out,
 and load_runs shows the maxima."""
 
+import json
 import os
 import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 from conftest import ROOT, TRAIN, env, read_json, read_jsonl, train
 
@@ -148,3 +150,20 @@ def test_bad_telemetry_settings_exit_2_writing_nothing(tmp_path, binding, expect
     result = train(tmp_path / "run", TOY, "-b", binding, check=2)
     assert binding.split("=")[0] in result.stderr and expected in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_load_runs_takes_the_maxima_of_a_run_without_summary_from_its_history(tmp_path):
+    from test_analysis import write_run
+
+    from ginlab.analysis import load_runs
+
+    running = write_run(tmp_path / "running", status="running")
+    write_run(tmp_path / "old", status="failed")  # written by a ginlab before telemetry
+    rows = [{"epoch": 0, "sys_peak_rss_mb": 500.0, "sys_data_wait": 0.5},
+            {"epoch": 1, "sys_peak_rss_mb": 700.0, "sys_data_wait": 0.1},
+            {"epoch": 2, "sys_peak_rss_mb": 650.0}]  # fmt: skip
+    (running / "history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    frame = load_runs(tmp_path).set_index("name")
+    assert frame.loc["running", "max/sys_peak_rss_mb"] == 700.0
+    assert frame.loc["running", "max/sys_data_wait"] == 0.5
+    assert pd.isna(frame.loc["old", "max/sys_peak_rss_mb"])  # a history without telemetry: unknown, not 0
