@@ -330,3 +330,14 @@ def test_a_finished_runs_message_names_its_numbers_and_folder(tmp_path, monkeypa
         f"Run folder: {(tmp_path / 'lr=0.001').resolve()}",
     ]
     assert run_ended_event(tmp_path, {**meta, "status": "interrupted"}, summary) is None  # not an event
+
+
+def test_an_experiment_with_an_unknown_url_scheme_is_refused_before_anything_is_written(tmp_path, sink):
+    main = write_experiment(tmp_path, "badurl", {"training_loop.seed": [0, 1]}, x="training_loop.seed",
+                            bindings=["notify.urls = ['slak://T/B/C']"])  # fmt: skip
+    result = cli(main, "prepare", "--no-check")
+    assert result.returncode == 2, result.stdout
+    assert (
+        "'slak://' is not a notification service Apprise knows" in result.stdout and "slack" in result.stdout
+    )
+    assert not (tmp_path / "results").exists()

@@ -23,20 +23,22 @@ log = logging.getLogger(__name__)
 
 
 def experiment_settings(experiment: Experiment, runs: list[Run]) -> NotifySettings:
-    """The notify.* settings the experiment's runs get (the prepared configs of its first run, read without
-    executing anything; else $GINLAB_NOTIFY_URLS), checked.
+    """The notify.* settings the experiment's runs get (its config files and its first run's own bindings,
+    read without executing anything; else $GINLAB_NOTIFY_URLS), checked. Needs nothing `prepare` writes.
 
     Raises:
-        ExperimentError: a URL Apprise cannot use or a bad notify.* value (before any run starts).
+        ExperimentError: a URL Apprise cannot use or a bad notify.* value (before anything is written or run).
     """
     values = {}
     if runs:
-        for path in runs[0].config_files:
-            file = experiment.root / path
+        texts = [(experiment.root / path, None) for path in experiment.configs]
+        texts.append((f"the bindings of {runs[0].name}", experiment.point_config(runs[0])))
+        for where, text in texts:
             try:
-                values.update(read_gin(file.read_text(), str(file), mode="values", root=experiment.root))
-            except (OSError, ValueError) as error:  # `prepare` checked these files; `run` reports their state
-                raise ExperimentError(f"Cannot read {file}: {error}. Run `prepare` again.") from None
+                text = where.read_text() if text is None else text
+                values.update(read_gin(text, str(where), mode="values", root=experiment.root))
+            except (OSError, ValueError) as error:
+                raise ExperimentError(f"Cannot read {where}: {error}") from None
     bound = {key.split(".", 1)[1]: value for key, value in values.items() if key.startswith("notify.")}
     try:
         return build_settings(**bound)
