@@ -20,7 +20,13 @@
 
 Also measured: `bin/train.py --help` (goal < 0.5 s) and start-up to the first training step of a real run.
 
-    python benchmarks/train_overhead.py [--epochs 10] [--rounds 5]
+3. `--telemetry`: what the history's sys_* columns cost (goal <= 1 % of the digits CNN's step). ginlab's
+   loop on the CNN, one torch thread, with telemetry on and off (`telemetry.enabled=False`), alternating: the
+   steady-state step as wall time and as CPU time of the main thread (which other load on the machine hardly
+   moves), the whole run's wall and CPU time, the ratios on / off per round; and telemetry's own CPU time (its
+   epoch-end columns in the main thread, its sampler thread) as a share of the run's CPU time.
+
+    python benchmarks/train_overhead.py [--epochs 10] [--rounds 5] [--telemetry]
 """
 
 import argparse
@@ -31,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -237,7 +244,7 @@ def plain_lightning(work, epochs: int, interleave: bool = False):
     return steady_step_time(STEP_STARTS), time.perf_counter() - t0
 
 
-def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: bool = False):
+def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: bool = False, bindings=()):
     from ginlab.config import parse
     from ginlab.training.loop import training_loop
 
@@ -251,7 +258,12 @@ def ginlab_loop(work, epochs: int, interleave: bool = False, lightning_path: boo
     with tempfile.TemporaryDirectory() as tmp:
         parse(
             [ROOT / "configs" / "cnn.gin"],
-            [f"training_loop.n_epochs={epochs}", f"training_loop.callbacks={callbacks}", *work["bindings"]],
+            [
+                f"training_loop.n_epochs={epochs}",
+                f"training_loop.callbacks={callbacks}",
+                *work["bindings"],
+                *bindings,
+            ],
         )
         t0 = time.perf_counter()
         training_loop(os.path.join(tmp, "run"))
@@ -280,10 +292,89 @@ def command_time(args, until=None, repeats=5) -> float:
     return statistics.median(times)
 
 
+TELEMETRY_CPU = {"seconds": 0.0}  # CPU time spent in telemetry's own code (main thread and sampler thread)
+_INSIDE = threading.local()  # columns() calls sample_now(): count the outer call only
+
+
+def count_telemetry_cpu():
+    """Wrap the two places telemetry works (the row's columns, the sampler's samples): add up their CPU
+    time."""
+    from ginlab.health.usage import Sampler
+    from ginlab.training.callbacks.telemetry import Telemetry
+
+    def timed(function):
+        def wrapper(*args, **kwargs):
+            if getattr(_INSIDE, "active", False):
+                return function(*args, **kwargs)
+            _INSIDE.active, start = True, time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                TELEMETRY_CPU["seconds"] += time.thread_time() - start
+                _INSIDE.active = False
+
+        return wrapper
+
+    Telemetry.columns = timed(Telemetry.columns)
+    Sampler.sample_now = timed(Sampler.sample_now)
+
+
+def telemetry_overhead(epochs: int, rounds: int) -> None:
+    """Part 3 (see the module docstring). One torch thread, so that the main thread's CPU time is all of a
+    step's: CPU times hardly move with other load on the machine, wall times do (both are printed)."""
+    global CLOCK
+    count_telemetry_cpu()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ginlab_loop(CNN, 2)  # warm-up
+    runs = {False: [], True: []}  # per run: (step wall, step CPU, run wall, run CPU of the process, own CPU)
+    for i in range(rounds):
+        for enabled in (False, True) if i % 2 == 0 else (True, False):  # alternate who goes first
+            binding = [f"telemetry.enabled={enabled}"]
+            CLOCK = time.perf_counter
+            step_wall, run_wall = ginlab_loop(CNN, epochs, bindings=binding)
+            CLOCK = time.thread_time
+            TELEMETRY_CPU["seconds"] = 0.0
+            cpu_before = time.process_time()
+            step_cpu, _ = ginlab_loop(CNN, epochs, bindings=binding)
+            run_cpu = time.process_time() - cpu_before
+            runs[enabled].append((step_wall, step_cpu, run_wall, run_cpu, TELEMETRY_CPU["seconds"]))
+    CLOCK = time.perf_counter
+    torch.set_num_threads(threads)
+
+    def ratios(column):
+        return [on[column] / off[column] for on, off in zip(runs[True], runs[False], strict=True)]
+
+    def median(enabled, column):
+        return statistics.median(run[column] for run in runs[enabled])
+
+    print(
+        f"3. telemetry: digits CNN, batch 64, 1 thread, {epochs} epochs, {rounds} rounds, on/off alternating"
+    )
+    for name, column in (("wall time", 0), ("CPU time of the main thread", 1)):
+        per_round = ", ".join(f"{r:.3f}" for r in ratios(column))
+        print(
+            f"steady-state step, {name}:  off {1000 * median(False, column):.3f} ms   on "
+            f"{1000 * median(True, column):.3f} ms   on / off {statistics.median(ratios(column)):.4f} "
+            f"(median of per-round ratios; goal <= 1.01; per round {per_round})"
+        )
+    print(
+        f"whole run (with validation, checkpoints, test), wall: off {median(False, 2):.2f} s   on "
+        f"{median(True, 2):.2f} s   on / off {statistics.median(ratios(2)):.3f};  CPU of the process: off "
+        f"{median(False, 3):.2f} s   on {median(True, 3):.2f} s   on / off {statistics.median(ratios(3)):.3f}"
+    )
+    own = [run[4] / run[3] for run in runs[True]]  # per run: telemetry's CPU seconds over the run's
+    print(
+        f"  telemetry's own CPU time (its epoch-end columns and its sampler thread): "
+        f"{100 * statistics.median(own):.3f} % of the run's CPU time (median; max {100 * max(own):.3f} %)"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--telemetry", action="store_true", help="only part 3: telemetry on against off")
     args = parser.parse_args()
     import logging
     import warnings
@@ -294,6 +385,9 @@ def main():
     quiet_lightning()
     logging.getLogger("ginlab.progress").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
+    if args.telemetry:
+        telemetry_overhead(args.epochs, args.rounds)
+        return
 
     hand_step, hand_total, gin_step, gin_total, pl_step = [], [], [], [], []
     hand_written(CNN, 2)  # warm-up: first-call costs of torch kernels

@@ -1,5 +1,5 @@
-"""The house's walls: each layer of src/ginlab imports only from below (read from the code), the readers load no
-torch, and Lightning's private names are used in one module only, on the version they were tested with."""
+"""The house's walls: each layer of src/ginlab imports only from below (read from the code), the readers load
+no torch, and Lightning's private names are used in one module only, on the version they were tested with."""
 
 import ast
 import importlib
@@ -23,14 +23,22 @@ ALLOWED = {
     "config": {"errors", "registry"},
     "data": {"errors", "config", "registry"},
     "models": {"errors", "config", "registry"},
-    "training": {"errors", "processes", "runfolder", "registry", "config", "data", "models"},
+    "health": {"errors", "processes", "runfolder", "config"},
+    "training": {"errors", "processes", "runfolder", "registry", "config", "data", "models", "health"},
     "analysis": {"errors", "runfolder", "config"},
-    "experiments": {"errors", "processes", "runfolder", "config", "analysis", "training"},
+    "experiments": {"errors", "processes", "runfolder", "config", "analysis", "training", "health"},
     "sync": {"errors", "processes"},
     "board": {"errors", "runfolder", "config", "analysis", "experiments"},
 }
 # Importing these must not load torch or Lightning (analysis scripts, bin/runs.py, the board start at once).
-TORCH_FREE = ["ginlab", "ginlab.errors", "ginlab.runfolder", "ginlab.config", "ginlab.analysis"]
+TORCH_FREE = [
+    "ginlab",
+    "ginlab.errors",
+    "ginlab.runfolder",
+    "ginlab.config",
+    "ginlab.analysis",
+    "ginlab.health.watchdog",  # a small process beside every run that notifies
+]
 LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning_fabric", "lightning")
 
 

@@ -26,8 +26,13 @@ def final_state(folder):
     return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
 
 
+def computed(row: dict) -> dict:
+    """A history row without what is measured rather than computed: its time and sys_* resource columns."""
+    return {k: v for k, v in row.items() if k != "time" and not k.startswith("sys_")}
+
+
 def rows_without_time(path):
-    return [{k: v for k, v in row.items() if k != "time"} for row in read_jsonl(path)]
+    return [computed(row) for row in read_jsonl(path)]
 
 
 def assert_same_run(a, b):

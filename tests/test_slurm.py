@@ -73,7 +73,8 @@ def history_lines(run_dir) -> int:
 
 
 def without_time(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "time"} for row in rows]
+    """Without what is measured rather than computed: the time and the sys_* resource columns."""
+    return [{k: v for k, v in row.items() if k != "time" and not k.startswith("sys_")} for row in rows]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,8 @@ from ginlab.analysis.run import (
     load_meta,
     load_summary,
 )
-from ginlab.runfolder.read import parse_time
+from ginlab.runfolder.format import TELEMETRY_PREFIX
+from ginlab.runfolder.read import parse_time, telemetry_maxima
 
 # Columns of load_runs() before the config values, in this order.
 RUN_COLUMNS = (
@@ -43,7 +44,7 @@ RUN_COLUMNS = (
     "host", "reloads", "error",
 )  # fmt: skip
 # Metric columns come after the config values, grouped by where they come from, in this order.
-METRIC_GROUPS = ("monitor", "mode", "final/", "best/", "test/", "eval/")
+METRIC_GROUPS = ("monitor", "mode", "final/", "best/", "test/", "max/", "eval/")
 # At most this many unreadable runs are listed in the warning (all are in frame.attrs["unreadable"]).
 MAX_LISTED = 20
 
@@ -69,8 +70,10 @@ def load_runs(
     heartbeat (UTC timestamps), duration (wall-clock seconds until end, last heartbeat, or now while
     running), host, reloads, error ("Type: message" of a failed run); then every config value under its gin
     name ("Adam.lr"); then monitor and mode (from summary.json), final/<metric> (summary.json, or the last
-    history line while there is no summary), best/<metric> and test/<metric> (summary.json) and
-    eval/<checkpoint>-<split>/<metric> (evaluations/).
+    history line while there is no summary), best/<metric> and test/<metric> (summary.json),
+    max/sys_<resource> (the largest value of each telemetry column over the epochs: peak memory, CPU, data
+    wait ...; summary.json, or the history while there is none) and eval/<checkpoint>-<split>/<metric>
+    (evaluations/).
 
     Args:
         where: a folder to search, a glob, a list of those, or a frame with a run column (see find_runs).
@@ -97,6 +100,7 @@ def load_runs(
             continue
         if row is not None:
             rows.append(row)
+    _add_history_maxima(rows)
     _check_select(select, seen_keys)
     columns = list(RUN_COLUMNS) + sorted(config_keys)
     frame = pd.DataFrame.from_records(rows, columns=None) if rows else pd.DataFrame(columns=columns)
@@ -232,10 +236,35 @@ def _run_row(run, found: Found, select, now, stale_after, config_keys, seen_keys
     for group, values in (("final", final), ("best", summary.get("best")), ("test", summary.get("test"))):
         for name, value in (values or {}).items():
             row[f"{group}/{name}"] = value
+    if ended:  # the run's maxima are in its summary (none from a ginlab before telemetry)
+        row.update({f"max/{name}": value for name, value in (summary.get("max") or {}).items()})
+    else:
+        row[_NEEDS_MAXIMA] = True
     for stem, evaluation in load_evaluations(run).items():
         for name, value in (evaluation.get("metrics") or {}).items():
             row[f"eval/{stem}/{name}"] = value
     return row
+
+
+_NEEDS_MAXIMA = "_history_maxima"  # a row whose max/ columns come from its history (no summary yet)
+
+
+def _add_history_maxima(rows: list[dict]) -> None:
+    """max/sys_* of the runs without a summary, from their whole histories (read together, in one pass)."""
+    wanted = [row for row in rows if row.pop(_NEEDS_MAXIMA, False)]
+    if not wanted:
+        return
+    paths = [os.path.join(row["run"], "history.jsonl") for row in wanted]
+    tables = jsonl.read_tables(paths)
+    columns = [name for name in tables.table.column_names if name.startswith(TELEMETRY_PREFIX)]
+    if not columns:
+        return
+    start = 0
+    values = {name: tables.table.column(name).to_pylist() for name in columns}
+    for row, count in zip(wanted, tables.counts, strict=True):  # a damaged file has 0 rows: no maxima
+        history = [{name: values[name][i] for name in columns} for i in range(start, start + count)]
+        row.update({f"max/{name}": value for name, value in telemetry_maxima(history).items()})
+        start += count
 
 
 def _group(column: str) -> int:

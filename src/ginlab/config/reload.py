@@ -25,7 +25,9 @@ BOOKKEEPING = {
     "trainer.devices",
     "trainer.profiler",
 }
-BOOKKEEPING_PREFIXES = ("history.", "progress.", "heartbeat.", "mlflow.", "checkpointer.")
+BOOKKEEPING_PREFIXES = (
+    "history.", "progress.", "heartbeat.", "mlflow.", "checkpointer.", "telemetry.", "notify.",
+)  # fmt: skip
 APPLIED = {
     "training_loop.gradient_clip_val",
     "training_loop.early_stopping_patience",
@@ -58,7 +60,8 @@ def classify(saved: dict, new: dict, complete: bool = True) -> list[Change]:
         new: what the reload's config files and bindings bind (flat_config(operative=False)).
         complete: `saved` holds every value the run used (config.json). Then a key it lacks belongs to
             something the run never calls (`Adam.lr` in a run trained with SGD): binding it changes nothing,
-            so it is no change. False when `saved` is only what the run's files bound (killed before config.json).
+            so it is no change. False when `saved` is only what the run's files bound (killed before
+            config.json).
     """
     optimizer = minimal_name(saved.get("training_loop.optimizer"))
     scheduler = minimal_name(saved.get("training_loop.lr_scheduler"))

@@ -162,7 +162,11 @@ def run_command(experiment: Experiment, args) -> int:
             "again first (finished runs are kept)."
         )
     from ginlab.experiments.backends.plan import Outcome
+    from ginlab.experiments.notify import announce, close_experiment, experiment_settings
     from ginlab.experiments.progress import Progress
+
+    notify = experiment_settings(experiment, runs)  # a URL Apprise cannot use stops `run` before any run
+    announce(experiment)
 
     if args.backend == "slurm":
         from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions
@@ -211,6 +215,9 @@ def run_command(experiment: Experiment, args) -> int:
         outcomes = runner.run([run for run in runs if run.name not in on_slurm])
         outcomes += [Outcome(run, "queued", "on SLURM") for run in runs if run.name in on_slurm]
         stopped = runner.stopped
+    ended = all(outcome.status not in ("queued", "busy") for outcome in outcomes)
+    if not stopped and ended and any(outcome.attempts for outcome in outcomes):
+        close_experiment(experiment, runs, outcomes, notify)  # every run has ended, some of them now: say so
     return summarize(outcomes, stopped)
 
 
@@ -296,6 +303,6 @@ def report_command(experiment: Experiment, args) -> int:
     from ginlab.experiments.report import build_report
 
     runs = load_prepared(experiment)
-    summary = build_report(experiment, runs)
-    console.print(f"Report: {summary} (figures and tables beside it)")
+    report = build_report(experiment, runs)
+    console.print(f"Report: {report.summary} (figures and tables beside it)")
     return 0

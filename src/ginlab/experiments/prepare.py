@@ -66,6 +66,9 @@ def prepare(experiment: Experiment, check: bool = True) -> list[Run]:
         raise ExperimentError(str(error)) from None
     if check:
         check_experiment(experiment, runs)
+    from ginlab.experiments.notify import experiment_settings
+
+    experiment_settings(experiment, runs)  # a notification URL Apprise cannot use: refused before writing
     paths = experiment.paths
     for folder in (paths.base, paths.configs, paths.runs):
         folder.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,11 @@
 
 Written into `<results>/report/`:
 
-    summary.md          what ran, the best configuration, the tables, the figures, the runs left out and why
+    summary.md          what ran, the best configuration, the tables, the figures, the runs left out and why,
+                        the resources each run asked for and used, with --mem / --time for the next submission
     runs.csv            one row per prepared run: grid values, other varying config values, status, metrics
     best.csv            one row per configuration (grid point without the seed): mean, std, n over seeds
+    resources.csv       one row per prepared run: memory and time requested (SLURM) and used (resources.py)
     curves.png          learning curves per configuration, mean over seeds with a +-1 std band
     final_vs_<x>.png    the final validation metric against the x parameter (log axis for learning rates)
 
@@ -13,6 +15,7 @@ results; every other prepared run (missing, running, interrupted, stale, failed,
 is listed with the reason it is left out, never silently dropped.
 """
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -23,7 +26,9 @@ import pandas as pd
 
 from ginlab.experiments.experiment import Experiment, ExperimentError, ReportSpec, Run
 from ginlab.experiments.grid import format_value, grid_parameters, short_names
+from ginlab.experiments.resources import resources_intro, resources_table, resources_view, suggest
 from ginlab.runfolder.atomic import atomic_write_text
+from ginlab.runfolder.format import TELEMETRY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +52,18 @@ RUN_COLUMNS = (
 STARTED_WITH = {"training_loop.reload", "training_loop.reload_allow_changes"}
 
 
-def build_report(experiment: Experiment, runs: list[Run]) -> Path:
-    """Write the report of the prepared `runs` into `<results>/report/`; return the path of summary.md.
+@dataclasses.dataclass
+class Report:
+    """What build_report wrote: summary.md's path, its best-configuration sentence (None before any run
+    finished) and the suggested sbatch options ({"mem": ..., "time": ...})."""
+
+    summary: Path
+    best: str | None
+    suggested: dict
+
+
+def build_report(experiment: Experiment, runs: list[Run]) -> Report:
+    """Write the report of the prepared `runs` into `<results>/report/`; return what it says at the top.
 
     Raises:
         ExperimentError: the report's metric is in no run (naming the metrics there are), or its x is not a
@@ -100,10 +115,30 @@ def build_report(experiment: Experiment, runs: list[Run]) -> Path:
         )
         figures.append((f"Final {spec.metric} against {short[x]}", final))
 
+    from ginlab.experiments.backends.slurm import submitted_options
+
+    by_name = {str(run.name): dict(loaded_row) for run, loaded_row in _loaded_rows(runs, loaded)}
+    resources = resources_table(
+        [run.name for run in runs], by_name, submitted_options(experiment.paths.slurm)
+    )
+    resources.to_csv(folder / "resources.csv", index=False)
+    suggested = suggest(resources)
+
     summary = summary_markdown(experiment, table, best, figures, short, spec, over)
+    section = resources_intro(suggested) + markdown_table(resources_view(resources))
+    summary += "\n" + "\n".join(section) + "\n"
     atomic_write_text(folder / "summary.md", summary)
     log.info("report written to %s", folder)
-    return folder / "summary.md"
+    return Report(folder / "summary.md", best_sentence(best, short, spec, over), suggested)
+
+
+def _loaded_rows(runs: list[Run], loaded: pd.DataFrame):
+    """(run, its load_runs row) for each prepared run that has one."""
+    by_path = {str(row["run"]): row for _, row in loaded.iterrows()} if len(loaded) else {}
+    for run in runs:
+        row = by_path.get(str(run.save_dir))
+        if row is not None:
+            yield run, row
 
 
 def runs_table(runs: list[Run], loaded: pd.DataFrame, short: dict, unreadable: dict) -> pd.DataFrame:
@@ -126,6 +161,7 @@ def runs_table(runs: list[Run], loaded: pd.DataFrame, short: dict, unreadable: d
         for c in loaded.columns
         if c.split("/")[0] in ("final", "best", "test")
         and c.split("/")[-1] not in ("epoch", "step", "time", "lr", "checkpoint")
+        and not c.split("/")[-1].startswith(TELEMETRY_PREFIX)  # in the resources table instead
     ]
     rows = []
     for run in runs:
@@ -225,20 +261,9 @@ def summary_markdown(
         "Grid: " + "; ".join(f"`{p}` ({s}) in {sorted_values(table[s])}" for p, s in short.items()) + ".",
         "",
     ]
-    metric = f"final/{spec.metric} mean"
-    if len(best) and metric in best.columns:
-        top = best.iloc[0]
-        keys = ", ".join(f"{s} = {top[s]}" for p, s in short.items() if p != over)
-        std = top.get(f"final/{spec.metric} std")
-        spread = f" +- {std:.4g}" if isinstance(std, float) and not math.isnan(std) else ""
-        lines += [
-            (
-                f"**Best configuration** ({spec.mode} of the final {spec.metric}, mean over "
-                f"{short.get(over, 'runs') if over else 'runs'}): {keys or 'the only one'}: "
-                f"{spec.metric} {top[metric]:.4g}{spread} (n = {int(top['n'])})."
-            ),
-            "",
-        ]
+    sentence = best_sentence(best, short, spec, over)
+    if sentence:
+        lines += [f"**Best configuration** {sentence}", ""]
     else:
         lines += ["No run has finished yet: no best configuration.", ""]
     left_out = table[table["status"] != "finished"]
@@ -261,6 +286,22 @@ def summary_markdown(
     lines += ["", "## All runs", "", "Also in `runs.csv`; `best.csv` has the table of means.", ""]
     lines += markdown_table(table.drop(columns=["path", "note"]))
     return "\n".join(lines) + "\n"
+
+
+def best_sentence(best: pd.DataFrame, short: dict, spec: ReportSpec, over: str | None) -> str | None:
+    """ "(max of the final val_acc, mean over seed): lr = 0.001: val_acc 0.98 +- 0.002 (n = 3)."; None
+    before any run finished."""
+    metric = f"final/{spec.metric} mean"
+    if not len(best) or metric not in best.columns:
+        return None
+    top = best.iloc[0]
+    keys = ", ".join(f"{s} = {top[s]}" for p, s in short.items() if p != over)
+    std = top.get(f"final/{spec.metric} std")
+    spread = f" +- {std:.4g}" if isinstance(std, float) and not math.isnan(std) else ""
+    return (
+        f"({spec.mode} of the final {spec.metric}, mean over {short.get(over, 'runs') if over else 'runs'}): "
+        f"{keys or 'the only one'}: {spec.metric} {top[metric]:.4g}{spread} (n = {int(top['n'])})."
+    )
 
 
 def sorted_values(column: pd.Series) -> str:

@@ -43,6 +43,9 @@ RUNNING, FINISHED, FAILED, INTERRUPTED, DIVERGED, PRUNED = (
 STALE = "stale"
 STATUSES = (RUNNING, STALE, FINISHED, FAILED, INTERRUPTED, DIVERGED, PRUNED)
 ENDED = (FINISHED, FAILED, INTERRUPTED, DIVERGED, PRUNED)  # written when the process ends
+# history.jsonl columns that say what an epoch cost in resources (memory, CPU, data wait ...), not how the
+# model did: the Telemetry callback writes them; load_runs shows their maxima.
+TELEMETRY_PREFIX = "sys_"
 # A "running" run whose heartbeat is older than this died without saying so.
 STALE_AFTER_SECONDS = 300.0
 

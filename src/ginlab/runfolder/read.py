@@ -125,6 +125,16 @@ def read_history(run: Run) -> list[dict[str, Any]]:
     return jsonlines.read_records(os.path.join(run, fmt.HISTORY))
 
 
+def telemetry_maxima(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The largest value of each telemetry (sys_*) column over history rows: what the run needed at most."""
+    maxima: dict[str, float] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith(fmt.TELEMETRY_PREFIX) and isinstance(value, (int, float)) and value == value:
+                maxima[key] = max(maxima.get(key, value), value)
+    return maxima
+
+
 def read_steps(run: Run) -> list[dict[str, Any]]:
     """steps.jsonl's rows (see read_history)."""
     return jsonlines.read_records(os.path.join(run, fmt.STEPS))

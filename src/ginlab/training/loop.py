@@ -1,8 +1,9 @@
 """training_loop: the one shared, gin-configurable training loop (Lightning underneath).
 
-check the settings -> build data, model, callbacks and Trainer (every configuration error surfaces here, before
-a file is written) -> open the run folder (fresh, or cut back to the checkpoint it resumes) -> fit -> test the
-best checkpoint -> summary.json. How the run ends is recorded in meta.json (ginlab.training.outcome).
+check the settings -> build data, model, callbacks and Trainer (every configuration error surfaces here,
+before a file is written) -> open the run folder (fresh, or cut back to the checkpoint it resumes) -> fit ->
+test the best checkpoint -> summary.json. How the run ends is recorded in meta.json (ginlab.training.outcome)
+and, when notify.* says so, sent to a person (ginlab.health).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pytorch_lightning.callbacks import EarlyStopping
 
 from ginlab.config import bad_value, check_bool, check_choice, check_int, check_number, flat_config
 from ginlab.errors import ConfigError
+from ginlab.health.notifier import Notifier
+from ginlab.health.settings import notify_settings
+from ginlab.health.watchdog import start_watchdog, stop_watchdog
 from ginlab.registry import CALLBACKS
 from ginlab.runfolder import RunFolder, Start, nothing_to_do, plan_start, read_summary
 from ginlab.training import callbacks as cb
@@ -84,11 +88,13 @@ def training_loop(
             folder is empty, continues it when it is not finished, and does nothing when it is.
         reload_allow_changes: accept configuration changes a reload can apply (ginlab.config.reload).
     Cadences and the Trainer are configured where they live: checkpointer.*, history.*, progress.*,
-    heartbeat.*, mlflow.*, divergence.*, trainer.* (README, "What training_loop offers").
+    heartbeat.*, mlflow.*, divergence.*, telemetry.*, notify.*, trainer.* (README, "What training_loop
+    offers").
 
     Raises:
         ConfigError: bad configuration or missing data (nothing written). RunFolderError: folder unusable.
-        Interrupted: stopped by a signal after writing a checkpoint. Diverged: the loss became NaN or infinite.
+        Interrupted: stopped by a signal after writing a checkpoint.
+        Diverged: the loss became NaN or infinite.
         Other exceptions: training failed (recorded in meta.json).
     """
     launch = launch or Launch()
@@ -100,7 +106,7 @@ def training_loop(
         return read_summary(save_dir) or {}  # reload="auto" on a run that finished what was asked
     pl.seed_everything(seed, workers=True, verbose=False)
 
-    # -- build: configuration errors surface here, before the run folder is touched ---------------------------
+    # -- build: configuration errors surface here, before the run folder is touched ------------------------
     try:
         parts, broken = build(model, datamodule, optimizer, lr_scheduler, gradient_clip_val, seed), None
     except ConfigError:
@@ -117,39 +123,48 @@ def training_loop(
     divergence = cb.DivergenceCheck()
     checkpointer = cb.Checkpointer(run, history, monitor, monitor_mode, check_finite=divergence.stop)
     model_class = parts.model_class if parts else model
-    all_callbacks = [history, cb.ProgressPrinter(run.path, model_class, default_every=history.every_n_steps),
-                     cb.Heartbeat(run), divergence, *[CALLBACKS[name]() for name in callbacks]]  # fmt: skip
+    progress = cb.ProgressPrinter(run.path, model_class, default_every=history.every_n_steps)
+    telemetry = cb.Telemetry(progress, checkpointer)
+    history.column_sources.append(telemetry.columns)
+    all_callbacks = [history, progress, telemetry, cb.Heartbeat(run), divergence,
+                     *[CALLBACKS[name]() for name in callbacks]]  # fmt: skip
     if early_stopping_patience is not None:
         all_callbacks.append(
             EarlyStopping(monitor=monitor, mode=monitor_mode, patience=early_stopping_patience)
         )
     all_callbacks += [*_reload_changes(launch.changes), checkpointer]
     mlflow = cb.mlflow_logger(run)
+    notifier = Notifier(notify_settings())  # a URL Apprise cannot use is a configuration error here
     automatic = parts is not None and parts.module.automatic_optimization  # the Classifier clips itself
     trainer = build_trainer(run.path, n_epochs, all_callbacks, gradient_clip_val if automatic else None,
                             history.every_n_steps)  # fmt: skip
 
-    # -- the run folder: one writer; fresh, or cut back to the checkpoint it resumes ------------------------------
+    # -- the run folder: one writer; fresh, or cut back to the checkpoint it resumes -----------------------
     run.acquire()
-    workers = Workers()
+    workers, watchdog = Workers(), None
     try:
         checkpoint = open_run(run, start, launch, n_epochs)
+        if run.writer:  # reports the run stale if it hangs, freezes or dies without a word
+            watchdog = start_watchdog(run.path, notifier.settings)
         with signal_handlers_kept(), recording(run, workers, checkpointer, fresh=start.action == "fresh"):
             if broken is not None:
                 raise broken
             run.write_config(gin.operative_config_str(), flat_config())
             trainer.loggers = _loggers(run, mlflow)
-            checkpointer.install_signal_handlers()  # before the other processes start: a signal is then a flag
+            # Before the other processes start: a signal is then a flag.
+            checkpointer.install_signal_handlers()
             workers.start(trainer, run, lambda: checkpointer.stop_signal)
             trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=checkpoint, weights_only=True)
             if checkpointer.stop_requested():
                 raise Interrupted(checkpointer.stop_signal)
-            summary = summarize(run, trainer, parts, checkpointer, history, monitor, monitor_mode)
-        return summary
+            return summarize(run, trainer, parts, checkpointer, history, monitor, monitor_mode)
     finally:
+        stop_watchdog(watchdog)
         for problem in workers.finish(failed=False):
             log.warning("WARNING: %s", problem)
         run.release()
+        if run.writer and run.recorded_exit_code is not None:  # this session recorded how the run ended
+            notifier.run_ended(run.path)
 
 
 def _check_settings(n_epochs, seed, clip, monitor, mode, patience, reload, allow_changes, callbacks) -> None:

@@ -439,6 +439,21 @@ class SlurmBackend:
         return True
 
 
+def submitted_options(folder: Path) -> dict[str, dict]:
+    """{run name: the SlurmOptions (as a dict) of its newest submission}, from <folder>/submissions.jsonl; {}
+    for an experiment never submitted (or a record that cannot be read: the report then shows no request)."""
+    path = Path(folder) / "submissions.jsonl"
+    try:
+        entries = read_records(path)
+    except (FileNotFoundError, JsonLinesError):
+        return {}
+    options = {}
+    for entry in entries:
+        for name in entry.get("names") or []:
+            options[name] = entry.get("options") or {}
+    return options
+
+
 def _printed_error(output: Path) -> str | None:
     """The last "error: ..." line bin/train.py printed into a job's output file."""
     try:

@@ -76,6 +76,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
         self._rng_to_restore = None
         self._last_save = time.monotonic()
         self.last_path = None
+        self.save_seconds = 0.0  # time spent writing checkpoints (the history's sys_checkpoint_seconds)
         self._distributed = False  # several processes (DDP): set when training starts
 
     # -- signals -------------------------------------------------------------------------------------------
@@ -137,8 +138,9 @@ class Checkpointer(pl.callbacks.Checkpoint):
 
     def save(self, trainer, pl_module, best: bool = False) -> Path:
         if self.check_finite and not all(torch.isfinite(p).all() for p in pl_module.parameters()):
-            # Weights that are NaN or infinite continue nothing: the newest checkpoint stays the last finite one.
+            # Weights that are NaN or infinite continue nothing: the newest checkpoint stays the last finite.
             raise Diverged(trainer.global_step, trainer.current_epoch, "the model's weights are not finite")
+        started = time.monotonic()
         path = self.folder / f"step-{trainer.global_step:08d}.ckpt"
         trainer.save_checkpoint(path)  # every process: the checkpoint is gathered from all; rank 0 writes it
         if trainer.is_global_zero:
@@ -150,6 +152,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
         distributed.barrier()  # the others may read the links next (the final test loads best.ckpt)
         self.last_path = path
         self._last_save = time.monotonic()
+        self.save_seconds += self._last_save - started
         return path
 
     def _prune(self) -> None:
@@ -188,9 +191,10 @@ class Checkpointer(pl.callbacks.Checkpoint):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if self.monitor not in metrics:
             raise ConfigError(
-                f"training_loop.monitor={self.monitor!r} was not logged in epoch {trainer.current_epoch + 1}, so "
-                f"no best checkpoint can be chosen. Logged metrics: {', '.join(sorted(metrics)) or 'none'}. Set "
-                f"training_loop.monitor to one of them (and training_loop.monitor_mode to 'min' or 'max')."
+                f"training_loop.monitor={self.monitor!r} was not logged in epoch "
+                f"{trainer.current_epoch + 1}, so no best checkpoint can be chosen. Logged metrics: "
+                f"{', '.join(sorted(metrics)) or 'none'}. Set training_loop.monitor to one of them (and "
+                f"training_loop.monitor_mode to 'min' or 'max')."
             )
         value, previous = metrics[self.monitor], self.best
         improved = math.isfinite(value) and (
@@ -212,7 +216,8 @@ class Checkpointer(pl.callbacks.Checkpoint):
             verdict = f"best {self.monitor} still {self.best['value']:.4f} (epoch {self.best['epoch'] + 1})"
         log.info(
             "epoch %d/%d | %s | %s | saved %s",
-            trainer.current_epoch + 1, trainer.max_epochs, shown, verdict, path.relative_to(self.folder.parent),
+            trainer.current_epoch + 1, trainer.max_epochs, shown, verdict,
+            path.relative_to(self.folder.parent),
         )  # fmt: skip
         if self.stop_requested():
             raise Interrupted(self.stop_signal)

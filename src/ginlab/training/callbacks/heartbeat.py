@@ -1,4 +1,8 @@
-"""Heartbeat: refreshes meta.json's heartbeat so readers can tell a live run from a dead one."""
+"""Heartbeat: refreshes meta.json's heartbeat so readers can tell a live run from a dead one.
+
+It beats from the training loop itself (never from a thread of its own): a run whose loop stops, on a hung
+data loader or a deadlock, stops beating, which is how readers and the watchdog (ginlab.health.watchdog) tell.
+"""
 
 import time
 
@@ -22,6 +26,14 @@ class Heartbeat(pl.Callback):
     def beat(self) -> None:
         self._last = time.monotonic()
         self.run.heartbeat()
+
+    def on_train_start(self, trainer, pl_module):
+        # Setting up fit (data, sanity validation) took a while since the folder was opened: say so.
+        self.beat()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if time.monotonic() - self._last >= self.every_seconds:
+            self.beat()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if time.monotonic() - self._last >= self.every_seconds:

@@ -4,7 +4,8 @@ Rows are appended as whole lines; the checkpoint records how many rows existed w
 reload cuts the files back to that many, so after any sequence of kills there is exactly one row per epoch.
 A row's `lr` is the learning rate its epoch (or step) trained with: the epoch's is taken when the epoch
 starts, before the schedule steps at its end.
-Under DDP every process runs it (the step loss is averaged over them) and the run folder writes only in rank 0.
+Under DDP every process runs it (the step loss is averaged over them) and the run folder writes only in
+rank 0. Other callbacks add columns to each row through `column_sources` (Telemetry's sys_* columns).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class HistoryWriter(pl.callbacks.Checkpoint):
         self.step_rows = 0
         self._start = time.monotonic()
         self._epoch_lr = None
+        self.column_sources = []  # functions trainer -> {column: value} adding to each row (Telemetry)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._start
@@ -50,8 +52,9 @@ class HistoryWriter(pl.callbacks.Checkpoint):
         return trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
 
     def on_train_start(self, trainer, pl_module):
-        # Lightning does not call on_train_epoch_start for an epoch it resumes in the middle: the rate in force
-        # when training (re)starts is that epoch's (schedules step at epoch ends; a reload's change applies now).
+        # Lightning does not call on_train_epoch_start for an epoch it resumes in the middle: the rate in
+        # force when training (re)starts is that epoch's (schedules step at epoch ends; a reload's change
+        # applies now).
         self._epoch_lr = self._lr(trainer)
 
     def on_train_epoch_start(self, trainer, pl_module):
@@ -88,5 +91,7 @@ class HistoryWriter(pl.callbacks.Checkpoint):
             **dict(sorted(metrics.items())),
             "lr": self._epoch_lr if self._epoch_lr is not None else self._lr(trainer),
         }
+        for source in self.column_sources:
+            row.update(source(trainer))
         self.run.append_history(row)
         self.history_rows += 1

@@ -2,6 +2,9 @@
 
 At start: parameter count and run folder. Every N steps: step/total, examples/s, loss, elapsed, time left,
 data fetch time and model update time (both per step, averaged since the last line).
+
+The step counters only grow (`totals()`): a progress line shows what changed since the previous line, and the
+Telemetry callback takes the same counters for each history row, so nothing is measured twice.
 """
 
 import logging
@@ -35,12 +38,17 @@ class ProgressPrinter(pl.Callback):
         check_int("progress.every_n_steps", every_n_steps, minimum=1, optional=True, example=50)
         self.run_path, self.model_name = run_path, model_name
         self.every_n_steps = every_n_steps or default_every
+        self._data_time = self._update_time = 0.0  # totals since this process started training
+        self._steps = self._examples = 0
         self._reset_window()
         self._t_end = None
 
+    def totals(self) -> tuple[float, float, int, int]:
+        """(seconds waiting for batches, seconds of the steps' own work, steps, examples) so far."""
+        return self._data_time, self._update_time, self._steps, self._examples
+
     def _reset_window(self):
-        self._data_time = self._update_time = 0.0
-        self._steps = self._examples = 0
+        self._window = self.totals()
         self._loss_sum = None
         self._window_start = time.monotonic()
 
@@ -64,6 +72,11 @@ class ProgressPrinter(pl.Callback):
         self._first_step = trainer.global_step
         self._reset_window()
         self._t_end = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # Waiting for the epoch's first batch (the loader's iterator, its workers starting) is data time;
+        # the validation and checkpoint since the last step are not.
+        self._t_end = time.monotonic()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._t_start = time.monotonic()
@@ -95,16 +108,18 @@ class ProgressPrinter(pl.Callback):
         total = trainer.estimated_stepping_batches
         done_here = max(step - self._first_step, 1)
         left = (now - self._started) / done_here * (total - step)
-        loss = (self._loss_sum / self._steps).item() if self._loss_sum is not None else float("nan")
+        data, update, steps, examples = (b - a for a, b in zip(self._window, self.totals(), strict=True))
+        steps = max(steps, 1)
+        loss = (self._loss_sum / steps).item() if self._loss_sum is not None else float("nan")
         log.info(
             "step %d/%d | %.0f ex/s | loss %.4f | elapsed %s | left %s | data %.2f ms | update %.2f ms",
             step,
             total,
-            self._examples / window,
+            examples / window,
             loss,
             duration(now - self._started),
             duration(left),
-            1000 * self._data_time / self._steps,
-            1000 * self._update_time / self._steps,
+            1000 * data / steps,
+            1000 * update / steps,
         )
         self._reset_window()
