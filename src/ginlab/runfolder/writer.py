@@ -317,6 +317,18 @@ class RunFolder(fmt.RunPaths):
         self.recorded_exit_code = exit_code
 
     @_writes
+    def mark_pruned(self, message: str) -> None:
+        """Record that a hyperparameter search stopped this run on purpose: status "pruned", the reason in
+        `error`. Its checkpoints and history stay; `reload=True` with more epochs continues it by hand.
+        Call with the folder's lock held (acquire), so that no bin/train.py is writing it."""
+        meta = self.read_meta()
+        if meta.get("status") == fmt.PRUNED:
+            return
+        self.update_meta(
+            status=fmt.PRUNED, ended=meta.get("ended") or now(), error={"type": "Pruned", "message": message}
+        )
+
+    @_writes
     def write_config(self, operative_gin: str, flat: dict) -> None:
         atomic_write_text(self.config_gin, operative_gin)
         atomic_write_json(self.config_json, flat)
