@@ -16,6 +16,6 @@ cli          the verbs, called from experiments/cli.py
 """
 
 from ginlab.experiments.search.space import Choice, IntRange, LogUniform, Uniform
-from ginlab.experiments.search.spec import ASHA, Hyperband, Median, Search
+from ginlab.experiments.search.spec import ASHA, TPE, Hyperband, Median, Search
 
-__all__ = ["ASHA", "Choice", "Hyperband", "IntRange", "LogUniform", "Median", "Search", "Uniform"]
+__all__ = ["ASHA", "TPE", "Choice", "Hyperband", "IntRange", "LogUniform", "Median", "Search", "Uniform"]

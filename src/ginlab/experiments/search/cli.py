@@ -30,7 +30,8 @@ def _prepare(experiment: Experiment, args, console: Console) -> int:
     prepared = prepare_search(experiment, search)
     pruner = search.pruner_name or "none"
     console.print(
-        f"Prepared the search of {experiment.name}: {search.budget()} trials, sampler {search.sampler}, pruner "
+        f"Prepared the search of {experiment.name}: {search.budget()} trials, sampler {search.sampler_name}, "
+        f"pruner "
         f"{pruner}, {search.mode} {search.metric}, {prepared.n_epochs} epochs per trial, decisions after epochs "
         f"{', '.join(map(str, prepared.decision_epochs))}"
     )

@@ -140,7 +140,11 @@ class SearchDriver:
                 for decision in self.study.decisions(trial).values():
                     self.study.apply_decision(trial.number, decision)
             with self.progress:
-                self._loop()
+                try:
+                    self._loop()
+                except BaseException:
+                    self.launcher.stop()  # the segments checkpoint and stop; `run` again continues them
+                    raise
         finally:
             self.launcher.close()
             self._restore_signal_handlers(previous)
@@ -158,6 +162,9 @@ class SearchDriver:
         while True:
             if self._stop_requests:
                 self.launcher.stop(kill=self._stop_requests > 1)
+                for number, run in list(self.in_flight.items()):  # left running (SLURM): not waited for
+                    if run.name not in self.launcher.active():
+                        del self.in_flight[number]
             for end in self.launcher.ended():
                 self._segment_ended(end)
             for number in list(self.waiting):

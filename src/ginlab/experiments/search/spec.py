@@ -88,6 +88,14 @@ class Median:
 PRUNERS = {"asha": ASHA, "hyperband": Hyperband, "median": Median}
 
 
+@dataclasses.dataclass(frozen=True)
+class TPE:
+    """Optuna's tree-structured Parzen estimator: the first `startup_trials` trials are drawn at random, the
+    later ones where the completed (and pruned) trials so far were good."""
+
+    startup_trials: int = 10
+
+
 def _rungs(min_epochs: int, factor: int, n_epochs: int) -> list[int]:
     epochs, rung = {n_epochs}, min_epochs
     while rung < n_epochs:
@@ -116,8 +124,8 @@ class Search:
 
     Args:
         space: {gin parameter: Uniform | LogUniform | IntRange | Choice}.
-        sampler: "tpe" (default), "random" or "grid" (every combination of Choice/IntRange values, in an
-            order drawn from the seed).
+        sampler: "tpe" (default; or TPE(startup_trials=...)), "random" or "grid" (every combination of
+            Choice/IntRange values, in an order drawn from the seed).
         pruner: None (every trial trains all epochs), "asha", "hyperband", "median", or ASHA(...),
             Hyperband(...), Median(...) with settings.
         trials: how many trials to run (grid: default and at most the number of grid points). May be raised
@@ -128,7 +136,7 @@ class Search:
     """
 
     space: dict
-    sampler: str = "tpe"
+    sampler: str | TPE = "tpe"
     pruner: str | ASHA | Median | None = None
     trials: int | None = None
     metric: str = "val_acc"
@@ -145,8 +153,12 @@ class Search:
     def problems(self, n_epochs: int) -> list[str]:
         """Everything wrong with the search for trials of `n_epochs` epochs (empty when it can run)."""
         problems = check_space(self.space)
-        if self.sampler not in SAMPLERS:
-            problems.append(f"sampler {self.sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        if isinstance(self.sampler, TPE):
+            startup = self.sampler.startup_trials
+            if not isinstance(startup, int) or isinstance(startup, bool) or startup < 0:
+                problems.append(f"TPE(startup_trials={startup!r}): expected an integer >= 0")
+        elif self.sampler not in SAMPLERS:
+            problems.append(f"sampler {self.sampler!r}: expected one of {', '.join(SAMPLERS)} or TPE(...)")
         if self.sampler == "grid" and not problems:
             continuous = [name for name, d in self.space.items() if d.grid_values() is None]
             if continuous:
@@ -202,7 +214,8 @@ class Search:
         spec = self.pruner_spec
         return {
             "space": describe_space(self.space),
-            "sampler": self.sampler,
+            "sampler": self.sampler_name,
+            "sampler_settings": dataclasses.asdict(self.sampler) if isinstance(self.sampler, TPE) else {},
             "pruner": None if spec is None else {"type": self.pruner_name, **dataclasses.asdict(spec)},
             "metric": self.metric,
             "mode": self.mode,
@@ -226,7 +239,12 @@ class Search:
             # trial (a seed per trial would shuffle each trial's grid differently and repeat points).
             space = {name: dimension.grid_values() for name, dimension in self.space.items()}
             return optuna.samplers.GridSampler(space, seed=self.seed)
-        return optuna.samplers.TPESampler(seed=seed)
+        startup = self.sampler.startup_trials if isinstance(self.sampler, TPE) else TPE().startup_trials
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+    @property
+    def sampler_name(self) -> str:
+        return "tpe" if isinstance(self.sampler, TPE) else self.sampler
 
     def build_pruner(self, n_epochs: int) -> optuna.pruners.BasePruner:
         spec = self.pruner_spec
