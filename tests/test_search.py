@@ -1,7 +1,8 @@
 """Hyperparameter searches (ginlab.experiments.search): real Optuna, real run folders, real SIGKILLs.
 
 The search's promise: a driver killed at any moment and started again ends with the same trials, the same
-pruning decisions and the same best trial as one never killed (one slot, bitwise equal histories); with several
+pruning decisions and the same best trial as one never killed (one slot, bitwise equal histories); with
+several
 slots no trial is lost or run twice, and the study agrees with the run folders; bad input is refused before
 anything runs, and nothing trained is ever lost.
 """
@@ -34,11 +35,12 @@ BINDINGS = [
     "history.every_n_steps = 3",
 ]
 SPACE = {"torch.optim.Adam.lr": "LogUniform(1e-3, 3e-1)", "cnn.dropout": "Uniform(0.0, 0.5)"}
-SEARCH = 'Search(space=SPACE, sampler=TPE(startup_trials=2), pruner=ASHA(min_epochs=1, reduction_factor=2), trials=5, metric="val_acc", mode="max", seed=3)'  # noqa: E501
+# val_loss: a continuous metric, so that ASHA's comparisons have no ties and it prunes half at each rung.
+SEARCH = 'Search(space=SPACE, sampler=TPE(startup_trials=2), pruner=ASHA(min_epochs=1, reduction_factor=2), trials=4, metric="val_loss", mode="min", seed=3)'  # noqa: E501
 
 
 def write_search(folder: Path, space=None, search=SEARCH, bindings=None, name="toy_search") -> Path:
-    """An experiment main.py with a search (like experiments/search_cnn/main.py), results in folder/results."""
+    """An experiment main.py with a search (like experiments/search_cnn/main.py), results in folder/results"""
     folder.mkdir(parents=True, exist_ok=True)
     space = space if space is not None else SPACE
     main = folder / "main.py"
@@ -49,7 +51,9 @@ def write_search(folder: Path, space=None, search=SEARCH, bindings=None, name="t
 
         SPACE = {{{", ".join(f"{k!r}: {v}" for k, v in space.items())}}}
         experiment = Experiment(
-            name={name!r}, configs=["configs/toy.gin"], bindings={bindings if bindings is not None else BINDINGS!r},
+            name={name!r}, configs=["configs/toy.gin"], bindings={
+            bindings if bindings is not None else BINDINGS!r
+        },
             search={search}, results_dir={str(folder / "results")!r}, root={str(ROOT)!r})
         if __name__ == "__main__":
             main(experiment)
@@ -82,7 +86,26 @@ def start_cli(main: Path, *args) -> subprocess.Popen:
 
 def study_of(folder: Path) -> SearchStudy:
     optuna_quiet()
-    return SearchStudy(folder / "results" / "search" / "study.journal", "toy_search", "maximize")
+    return SearchStudy(journal(folder), "toy_search", "minimize")
+
+
+def journal(folder: Path) -> Path:
+    return folder / "results" / "search" / "study.journal"
+
+
+def journal_lines(folder: Path) -> int:
+    """How far the search got: every change the driver makes is one line of the study file."""
+    try:
+        return journal(folder).read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def without_time(value):
+    """A history row or summary without its wall times (they differ between any two runs)."""
+    if isinstance(value, dict):
+        return {k: without_time(v) for k, v in value.items() if k != "time"}
+    return value
 
 
 def outcome(folder: Path) -> dict:
@@ -96,9 +119,8 @@ def outcome(folder: Path) -> dict:
                        decisions))  # fmt: skip
     runs = {}
     for run in sorted((folder / "results" / "trials").iterdir()):
-        history = [{k: v for k, v in row.items() if k != "time"} for row in read_jsonl(run / "history.jsonl")]
-        summary = json.loads((run / "summary.json").read_text())
-        summary.pop("time", None)
+        history = [without_time(row) for row in read_jsonl(run / "history.jsonl")]
+        summary = without_time(json.loads((run / "summary.json").read_text()))
         runs[run.name] = (history, summary, read_meta(run)["status"])
     best = study.study.best_trial
     return {"trials": trials, "runs": runs, "best": (best.number, best.value)}
@@ -118,42 +140,47 @@ def reference(tmp_path_factory) -> Path:
 def test_a_search_killed_three_times_ends_as_one_never_killed(reference, tmp_path):
     main = write_search(tmp_path)
     assert cli(main, "prepare").returncode == 0
+    # Three random moments spread over the whole search (however fast the machine): when the study has
+    # reached a random line of the reference's, then up to 3 s more (drawing, training, deciding, pruning).
     moments = random.Random(7)
-    kills = 0
-    for _ in range(3):
+    marks = sorted(moments.sample(range(2, journal_lines(reference) - 6), 3))
+    for mark in marks:
         driver = start_cli(main, "run", "--slots", "1")
-        time.sleep(moments.uniform(2.0, 9.0))  # anywhere: drawing, training, deciding, pruning
-        assert driver.poll() is None, "the search ended before it could be killed: lengthen it"
+        while journal_lines(tmp_path) < mark and driver.poll() is None:
+            time.sleep(0.05)
+        time.sleep(moments.uniform(0.0, 3.0))
+        assert driver.poll() is None, "the search ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        kills += 1
     done = cli(main, "run", "--slots", "1")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert kills == 3
     expected, got = outcome(reference), outcome(tmp_path)
     assert got["trials"] == expected["trials"]  # same parameters, order, metrics and pruning decisions
     assert got["runs"] == expected["runs"]  # bitwise equal histories and summaries of every trial
     assert got["best"] == expected["best"]
     states = [t[2] for t in got["trials"]]
     assert "PRUNED" in states and "COMPLETE" in states  # the study exercised both decisions
-    assert check_records(SearchPaths(tmp_path / "results"), study_of(tmp_path).trials(), "val_acc") == []
+    assert check_records(SearchPaths(tmp_path / "results"), study_of(tmp_path).trials(), "val_loss") == []
     reloads = [len(read_meta(run)["reloads"]) for run in (tmp_path / "results" / "trials").iterdir()]
     assert sum(reloads) > sum(len(t[5]) - 1 for t in got["trials"])  # killed segments were reloaded
 
 
 def test_a_promoted_trial_equals_one_trained_straight_through(reference, tmp_path):
     study = study_of(reference)
-    complete = next(t for t in study.trials() if t.state.name == "COMPLETE" and len(SearchStudy.decisions(t)) > 1)
+    complete = next(
+        t for t in study.trials() if t.state.name == "COMPLETE" and len(SearchStudy.decisions(t)) > 1
+    )
     trial = reference / "results" / "trials" / f"trial-{complete.number:04d}"
     config = reference / "results" / "search" / "configs" / f"{trial.name}.gin"
     straight = tmp_path / "straight"
     train(straight, "configs/toy.gin", config, check=0)
-    without_time = lambda run: [{k: v for k, v in r.items() if k != "time"} for r in read_jsonl(run / "history.jsonl")]  # noqa: E731, E501
+
+    def rows(run: Path, name: str = "history.jsonl") -> list[dict]:
+        return [without_time(row) for row in read_jsonl(run / name)]
+
     assert len(read_meta(trial)["reloads"]) == len(SearchStudy.decisions(complete)) - 1  # one per promotion
-    assert without_time(trial) == without_time(straight)
-    assert read_jsonl(trial / "steps.jsonl") != [] and [
-        {k: v for k, v in r.items() if k != "time"} for r in read_jsonl(trial / "steps.jsonl")
-    ] == [{k: v for k, v in r.items() if k != "time"} for r in read_jsonl(straight / "steps.jsonl")]
+    assert rows(trial) == rows(straight)
+    assert rows(trial, "steps.jsonl") == rows(straight, "steps.jsonl") != []
 
 
 def test_a_pruned_trial_is_an_ordinary_run_that_can_be_continued_by_hand(reference, tmp_path):
@@ -181,19 +208,23 @@ def test_a_pruned_trial_is_an_ordinary_run_that_can_be_continued_by_hand(referen
 
 
 def test_several_slots_kills_of_the_driver_and_of_trials_lose_and_repeat_nothing(tmp_path):
-    main = write_search(tmp_path, search=SEARCH.replace("trials=5", "trials=6"))
+    main = write_search(tmp_path, search=SEARCH.replace("trials=4", "trials=6"))
     assert cli(main, "prepare").returncode == 0
     trials = tmp_path / "results" / "trials"
     moments = random.Random(11)
     killed_trials = 0
-    for _ in range(2):
+    for mark in (8, 20):  # lines of the study: two moments well inside the search
         driver = start_cli(main, "run", "--slots", "2")
-        time.sleep(moments.uniform(4.0, 10.0))
-        for pid in _train_processes(trials):  # an individual trial, killed outright
+        while not _train_processes(trials) and driver.poll() is None:
+            time.sleep(0.05)
+        time.sleep(moments.uniform(1.0, 4.0))
+        for pid in _train_processes(trials)[:1]:  # an individual trial, killed outright
             os.kill(pid, signal.SIGKILL)
             killed_trials += 1
-            break
-        time.sleep(moments.uniform(1.0, 4.0))
+        while journal_lines(tmp_path) < mark and driver.poll() is None:
+            time.sleep(0.05)
+        time.sleep(moments.uniform(0.0, 3.0))
+        assert driver.poll() is None, "the search ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     done = cli(main, "run", "--slots", "2")
@@ -204,7 +235,7 @@ def test_several_slots_kills_of_the_driver_and_of_trials_lose_and_repeat_nothing
     assert numbers == list(range(6))  # none lost, none drawn twice
     assert sorted(p.name for p in trials.iterdir()) == [f"trial-{n:04d}" for n in numbers]  # one folder each
     assert {t.state.name for t in study.trials()} <= {"COMPLETE", "PRUNED"}
-    assert check_records(SearchPaths(tmp_path / "results"), study.trials(), "val_acc") == []
+    assert check_records(SearchPaths(tmp_path / "results"), study.trials(), "val_loss") == []
     for run in trials.iterdir():  # exactly one history row per epoch: continued, never restarted
         epochs = [row["epoch"] for row in read_jsonl(run / "history.jsonl")]
         assert epochs == list(range(len(epochs)))
@@ -213,7 +244,7 @@ def test_several_slots_kills_of_the_driver_and_of_trials_lose_and_repeat_nothing
 
 
 def _train_processes(trials: Path) -> list[int]:
-    """The pids of the bin/train.py processes training this search's trials (started by this test's driver)."""
+    """The pids of the bin/train.py processes training this search's trials (this test's driver's)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -228,7 +259,8 @@ def _train_processes(trials: Path) -> list[int]:
     return pids
 
 
-# --- draws and decisions: pure functions of the seed, the trial number and the study -------------------------
+# --- draws and decisions: pure functions of the seed, the trial number and the study
+# -------------------------
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "grid"])
@@ -264,7 +296,9 @@ def test_draws_and_decisions_are_the_same_when_the_study_is_reopened_between_any
                 study.apply_decision(number, {"attrs": attrs})
                 if prune:
                     break
-            study.finish(number, TrialState.PRUNED if prune else TrialState.COMPLETE, metric(drawn.params, epoch))
+            study.finish(
+                number, TrialState.PRUNED if prune else TrialState.COMPLETE, metric(drawn.params, epoch)
+            )
             out.append((drawn.params, prune, epoch))
         return out
 
@@ -274,7 +308,8 @@ def test_draws_and_decisions_are_the_same_when_the_study_is_reopened_between_any
     assert any(prune for _, prune, _ in once) and not all(prune for _, prune, _ in once)
 
 
-# --- bad input: refused before anything runs, nothing trained lost -------------------------------------------
+# --- bad input: refused before anything runs, nothing trained lost
+# -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -285,9 +320,13 @@ def test_draws_and_decisions_are_the_same_when_the_study_is_reopened_between_any
         ({"torch.optim.Adam.lr": "Uniform(0.1, 0.01)"}, SEARCH, "the range [0.1, 0.01] is inverted"),
         ({"torch.optim.Adam.lr": "LogUniform(0, 0.1)"}, SEARCH, "a log range needs bounds above 0"),
         ({"cnn.dropout": "Choice([])"}, SEARCH, "the list of values is empty"),
-        (SPACE, SEARCH.replace('metric="val_acc"', 'metric="val_f1"'), "metric 'val_f1' is never logged"),
-        (SPACE, SEARCH.replace('metric="val_acc"', 'metric="test_acc"'), "needs a metric logged after every"),
-        (SPACE, SEARCH.replace('sampler=TPE(startup_trials=2)', 'sampler="grid"'), "'grid' needs Choice"),
+        (SPACE, SEARCH.replace('metric="val_loss"', 'metric="val_f1"'), "metric 'val_f1' is never logged"),
+        (
+            SPACE,
+            SEARCH.replace('metric="val_loss"', 'metric="test_acc"'),
+            "needs a metric logged after every",
+        ),
+        (SPACE, SEARCH.replace("sampler=TPE(startup_trials=2)", 'sampler="grid"'), "'grid' needs Choice"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, space, search, message):
@@ -307,8 +346,12 @@ def test_a_changed_search_or_another_optuna_version_is_refused_and_nothing_is_lo
         assert refused.returncode == 2, refused.stdout
         text = " ".join(refused.stdout.split())
         assert "space.torch.optim.Adam.lr.low" in text and "0.001" in text and "0.0001" in text, text
-    sampler = write_search(tmp_path, search=SEARCH.replace("sampler=TPE(startup_trials=2)", 'sampler="random"'))
-    assert "sampler: the study has 'tpe', main.py has 'random'" in " ".join(cli(sampler, "prepare").stdout.split())
+    sampler = write_search(
+        tmp_path, search=SEARCH.replace("sampler=TPE(startup_trials=2)", 'sampler="random"')
+    )
+    assert "sampler: the study has 'tpe', main.py has 'random'" in " ".join(
+        cli(sampler, "prepare").stdout.split()
+    )
     assert tree_snapshot(tmp_path / "results") == before
     # The study as another Optuna version would have written it: refused, naming both versions.
     main = write_search(tmp_path)

@@ -46,10 +46,10 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> None:
 
 
 def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
+    what = "grid" if experiment.search is None else "search" if experiment.grid is None else "grid and search"
     parser = argparse.ArgumentParser(
         prog=program(),
-        description=f"The {experiment.name} experiment: prepare, run, follow and report its "
-        f"{'grid' if experiment.search is None else 'search' if experiment.grid is None else 'grid and search'}.",
+        description=f"The {experiment.name} experiment: prepare, run, follow and report its {what}.",
         epilog=f"Results: {experiment.paths.base}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -32,7 +32,8 @@ def _prepare(experiment: Experiment, args, console: Console) -> int:
     console.print(
         f"Prepared the search of {experiment.name}: {search.budget()} trials, sampler {search.sampler_name}, "
         f"pruner "
-        f"{pruner}, {search.mode} {search.metric}, {prepared.n_epochs} epochs per trial, decisions after epochs "
+        f"{pruner}, {search.mode} {search.metric}, {prepared.n_epochs} epochs per trial, decisions after "
+        f"epochs "
         f"{', '.join(map(str, prepared.decision_epochs))}"
     )
     console.print(f"Next: {_program()} run")

@@ -5,12 +5,14 @@ What each trial is doing is never kept in the driver's memory alone: it follows 
 the trial's run folder, so a driver started again after a kill carries on exactly where the last one was:
 
     the trial in the study                    its run folder                     the driver
-    RUNNING, last decision "prune"            any                                marks the folder pruned, ends the
+    RUNNING, last decision "prune"            any                                marks the folder pruned,
+    ends the
                                                                                  trial PRUNED
     RUNNING, kept at the last epoch           finished                           ends the trial COMPLETE
     RUNNING, next decision at epoch e         finished with e epochs             reports the epochs, decides
     RUNNING, next decision at epoch e         missing, fewer epochs, interrupted trains it to e: bin/train.py
-                                              or stale (a killed segment)        starts, continues or extends it
+                                              or stale (a killed segment)        starts, continues or extends
+                                              it
     RUNNING                                   written by a live process          waits for that process
     (no trial left RUNNING)                                                      draws the next trial
 
@@ -53,6 +55,7 @@ from ginlab.experiments.search.trials import (
 from ginlab.runfolder import RunFolder, read_meta, read_summary, run_status
 from ginlab.runfolder import format as fmt
 from ginlab.runfolder.atomic import atomic_write_json, atomic_write_text
+from ginlab.runfolder.jsonlines import append_line
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,8 @@ class SearchDriver:
         self.budget = search.budget()
         self._stop_requests = 0
 
-    # --- the loop ----------------------------------------------------------------------------------------------
+    # --- the loop
+    # ----------------------------------------------------------------------------------------------
 
     def run(self) -> DriverResult:
         """Run the search; return how its trials stand.
@@ -197,7 +201,8 @@ class SearchDriver:
                 return trial.number
         return None
 
-    # --- one trial -------------------------------------------------------------------------------------------
+    # --- one trial
+    # -------------------------------------------------------------------------------------------
 
     def _draw(self) -> int:
         """Draw the next trial's parameters (a pure function of the seed, its number and the study), record
@@ -254,7 +259,7 @@ class SearchDriver:
             return
 
     def _decide(self, number: int, epoch: int) -> None:
-        """Report the trial's epochs up to `epoch` and record the pruner's decision (one line), then apply it."""
+        """Report the trial's epochs up to `epoch`, record the pruner's decision (one line), apply it."""
         run = self._run(self.study.trial(number), epoch)
         values = metric_values(run.save_dir, self.search.metric)
         if self.search.metric.startswith("test_"):  # measured once, at the end (no pruner: prepare checked)
@@ -265,7 +270,8 @@ class SearchDriver:
             raise SearchError(
                 f"The search's metric {self.search.metric!r} is not in trial {number}'s history "
                 f"({run.save_dir / fmt.HISTORY} logs {', '.join(logged) or 'nothing'} after each epoch). Set "
-                f"Search(metric=...) in main.py to one of those, then `prepare` again: trial {number} keeps what "
+                f"Search(metric=...) in main.py to one of those, then `prepare` again: trial {number} keeps "
+                f"what "
                 f"it trained."
             )
         values = {e: v for e, v in values.items() if e <= epoch}
@@ -324,6 +330,9 @@ class SearchDriver:
         number = end.run.index
         self.in_flight.pop(number, None)
         self.seconds[number] = self.seconds.get(number, 0.0) + end.seconds
+        record = {"trial": number, "to_epoch": end.run.n_epochs, "seconds": round(end.seconds, 3),
+                  "code": end.code, "time": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        append_line(self.paths.segments, json.dumps(record))
         meta = _read_meta(end.run.save_dir)
         finished = (
             meta is not None
@@ -358,7 +367,8 @@ class SearchDriver:
                 self.progress.event(f"trial {number} {describe_exit(end.code, meta)}: continuing it")
                 self._advance(number)
 
-    # --- helpers ---------------------------------------------------------------------------------------------
+    # --- helpers
+    # ---------------------------------------------------------------------------------------------
 
     def _name(self, number: int) -> str:
         from ginlab.experiments.search.trials import trial_name
@@ -399,7 +409,8 @@ class SearchDriver:
             info = {}
         return (
             f"Another `run` drives the search {self.experiment.name} (pid {info.get('pid', '?')} on host "
-            f"{info.get('host', '?')}, since {info.get('since', '?')}): one driver at a time keeps the trials' "
+            f"{info.get('host', '?')}, since {info.get('since', '?')}): one driver at a time keeps the "
+            f"trials' "
             f"order and decisions. Wait for it, or stop it (Ctrl-C); `status` shows the search meanwhile."
         )
 
@@ -436,7 +447,8 @@ class SearchDriver:
         running = sum(max(run.n_epochs - self._epochs(run), 0) for run in self.in_flight.values())
         return (running + counts.left * mean_epochs) * per_epoch / self.launcher.slots
 
-    # --- the driver's own signals -----------------------------------------------------------------------------
+    # --- the driver's own signals
+    # -----------------------------------------------------------------------------
 
     @property
     def stopped(self) -> bool:
@@ -447,7 +459,8 @@ class SearchDriver:
             self._stop_requests += 1
             if self._stop_requests == 1:
                 self.progress.event(
-                    "stopping: running segments write a checkpoint and exit; `run` again continues the search "
+                    "stopping: running segments write a checkpoint and exit; `run` again continues the "
+                    "search "
                     "(Ctrl-C again: kill them)"
                 )
 

@@ -1,6 +1,7 @@
 """How the search driver trains its trials: the one small interface between the scheduler and the machines.
 
-The driver (driver.py) decides WHAT to train: trial n up to epoch e (a `TrialRun` whose command is bin/train.py
+The driver (driver.py) decides WHAT to train: trial n up to epoch e (a `TrialRun` whose command is
+bin/train.py
 with `training_loop.reload="auto"` and `training_loop.n_epochs=e`). A `TrialLauncher` decides only WHERE and
 HOW: it starts such a segment, says when one has ended and how, and stops them. Everything the driver knows
 about a trial comes from the run folder and the study, never from the launcher, so a launcher can be replaced

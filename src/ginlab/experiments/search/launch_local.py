@@ -2,7 +2,8 @@
 
 Each process runs in its own session (a Ctrl-C in the terminal reaches only the driver), with
 OMP_NUM_THREADS = cores // slots, its output appended to `search/logs/<trial>.log`, and asks the kernel for
-SIGTERM when the driver dies (PR_SET_PDEATHSIG): a killed driver's segments write a checkpoint and exit 3, and the
+SIGTERM when the driver dies (PR_SET_PDEATHSIG): a killed driver's segments write a checkpoint and exit 3,
+and the
 next driver continues them.
 """
 

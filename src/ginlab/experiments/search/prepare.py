@@ -1,7 +1,8 @@
 """Preparing a search: check it against gin and the study it would continue; write search/search.json.
 
 Everything is checked before anything is written, and all problems are reported at once: the space (empty,
-inverted or non-positive log ranges), the sampler and pruner, every parameter as a gin binding (as bin/train.py
+inverted or non-positive log ranges), the sampler and pruner, every parameter as a gin binding (as
+bin/train.py
 would parse it, at both ends of its range), the metric (logged after every epoch when a pruner needs it),
 and, when the search already has trials, that the search is still the one its study was made for.
 `prepare` writes only search.json: the study file and the trials' configs are written by `run`.
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Prepared:
-    """What `prepare` wrote into search.json: the search's record, its configs, bindings and decision epochs."""
+    """What `prepare` wrote into search.json: the search's record, configs, bindings, decision epochs."""
 
     description: dict
     configs: list[str]
@@ -127,7 +128,8 @@ def _metric_problems(search: Search, model) -> list[str]:
             return []
         return [
             f"pruner {search.pruner_name} needs a metric logged after every epoch, and {search.metric!r} is "
-            f"measured once, at the end (summary.json). Use one of {', '.join(per_epoch)} (history.jsonl), or "
+            f"measured once, at the end (summary.json). Use one of {', '.join(per_epoch)} (history.jsonl), "
+            f"or "
             f"pruner=None"
         ]
     return [
@@ -175,7 +177,8 @@ def load_prepared_search(experiment: Experiment, search: Search) -> Prepared:
     paths = SearchPaths(experiment.paths.base)
     if not paths.spec.is_file():
         raise ExperimentError(
-            f"The search of {experiment.name} is not prepared ({paths.spec} does not exist): run `prepare` first."
+            f"The search of {experiment.name} is not prepared ({paths.spec} does not exist): run `prepare` "
+            f"first."
         )
     data = json.loads(paths.spec.read_text())
     prepared = Prepared(data["search"], data["configs"], data["bindings"], data["decision_epochs"])

@@ -4,7 +4,8 @@ Written into `<results>/report/` beside the grid's files (their names start with
 
     search.md               the best trial and configuration (mean +- std over seeds when the space repeats
                             seeds), the trials' table, the figures, the compute used against full trials
-    search_trials.csv       one row per trial: number, state, parameters, epochs trained, value, run folder status
+    search_trials.csv       one row per trial: number, state, parameters, epochs trained, value, run folder
+    status
     search_history.png      the optimization history: each trial's value and the best so far (Optuna's plot)
     search_parallel.png     parallel coordinates of the parameters, coloured by value (Optuna's plot)
     search_importance.png   parameter importance (Optuna's fANOVA), once enough trials completed
@@ -45,7 +46,9 @@ def build_search_report(experiment: Experiment, search: Search) -> Path:
     """
     paths = SearchPaths(experiment.paths.base)
     if not paths.study.is_file():
-        raise ExperimentError(f"The search of {experiment.name} has no trials yet ({paths.study}): `run` it first.")
+        raise ExperimentError(
+            f"The search of {experiment.name} has no trials yet ({paths.study}): `run` it first."
+        )
     study = SearchStudy(paths.study, experiment.name, search.direction)
     record = study.record() or {}
     n_epochs = record.get("n_epochs")
@@ -90,7 +93,7 @@ def trials_table(paths: SearchPaths, trials, search: Search) -> pd.DataFrame:
 
 
 def configurations(table: pd.DataFrame, search: Search) -> pd.DataFrame:
-    """Complete trials grouped by their parameters without the seed: mean, std and n of the value, best first."""
+    """Complete trials grouped by their parameters without the seed: mean, std, n of the value, best first."""
     done = table[table["state"] == "complete"]
     keys = [name.rsplit(".", 1)[-1] for name in search.space if name != SEED]
     if not len(done) or not keys:
@@ -108,10 +111,12 @@ def summary_markdown(experiment, search: Search, study: SearchStudy, table, figu
     lines = [
         f"# {experiment.name}: search report",
         "",
-        f"Written {stamp} from {SearchPaths(experiment.paths.base).study}. {len(trials)} of {search.budget()} "
+        f"Written {stamp} from {SearchPaths(experiment.paths.base).study}. {len(trials)} of "
+        f"{search.budget()} "
         "trials: " + (", ".join(f"{n} {s}" for s, n in states.items()) or "none yet") + ".",
         "",
-        f"Sampler {search.sampler_name}, pruner {search.pruner_name or 'none'}, {search.mode} {search.metric} after "
+        f"Sampler {search.sampler_name}, pruner {search.pruner_name or 'none'}, {search.mode} "
+        f"{search.metric} after "
         f"{n_epochs} epochs, seed {search.seed}. Space: "
         + "; ".join(f"`{name}` {d.describe()}" for name, d in search.space.items())
         + ".",
@@ -143,7 +148,8 @@ def summary_markdown(experiment, search: Search, study: SearchStudy, table, figu
     lines += [
         "## Compute",
         "",
-        f"{used} epochs trained over {len(trials)} trials{share}; the same trials trained in full would have cost "
+        f"{used} epochs trained over {len(trials)} trials{share}; the same trials trained in full would "
+        f"have cost "
         f"{full} epochs.",
         "",
     ]
@@ -208,8 +214,11 @@ def _learning_curves(name: str, paths: SearchPaths, trials, search: Search, path
         axis.plot(rows["epoch"] + 1, rows[search.metric], color="grey", alpha=0.3, linewidth=1)
     for rank, trial in enumerate(complete):
         rows = histories[histories["run"].astype(str) == str(paths.trials / trial_name(trial.number))]
-        axis.plot(rows["epoch"] + 1, rows[search.metric], marker="o", markersize=3,
-                  label=f"trial {trial.number} ({trial.value:.4g})", linewidth=2 if rank == 0 else 1.2)  # fmt: skip
+        label = f"trial {trial.number} ({trial.value:.4g})"
+        width = 2 if rank == 0 else 1.2
+        axis.plot(
+            rows["epoch"] + 1, rows[search.metric], marker="o", markersize=3, label=label, linewidth=width
+        )
     axis.set_xlabel("epoch")
     axis.set_ylabel(search.metric)
     axis.set_title(f"{name}: the {len(complete)} best trials; pruned trials in grey")

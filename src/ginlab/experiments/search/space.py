@@ -7,7 +7,8 @@
         "torch.optim.Adam.weight_decay": Choice([0, 1e-5, 1e-4]),
     }
 
-Each dimension checks itself (`problems`), becomes an Optuna distribution (`distribution`), is written into the
+Each dimension checks itself (`problems`), becomes an Optuna distribution (`distribution`), is written into
+the
 study's record as plain JSON (`describe`), and turns a sampled value into a gin literal (`gin_value`).
 """
 
@@ -176,7 +177,7 @@ def describe_space(space: dict) -> dict:
 
 
 def example_point(space: dict) -> dict[str, str]:
-    """{parameter: gin literal} with each dimension's low end (or first value): what `prepare` checks with gin."""
+    """{parameter: gin literal} with each dimension's low end (or first value), for `prepare`'s gin check."""
     point = {}
     for name, dimension in space.items():
         if isinstance(dimension, Choice):

@@ -1,5 +1,5 @@
-"""`status` of a search: trials done / running / pruned / failed / left, the best so far, an ETA, and whether the
-study's records agree with the run folders (read only: the study file and the run folders, never their locks).
+"""`status` of a search: trials done / running / pruned / failed / left, the best so far, an ETA, and whether
+the study's records agree with the run folders (read only: the study file and the run folders, never a lock).
 """
 
 from __future__ import annotations

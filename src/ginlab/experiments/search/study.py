@@ -1,6 +1,7 @@
-"""The study of a search: Optuna's journal file in the experiment folder, written so that a kill changes nothing.
+"""The study of a search: Optuna's journal file in the experiment folder, written so a kill loses nothing.
 
-The study lives in `search/study.journal` (Optuna's JournalFileBackend: one append-only file, one JSON line per
+The study lives in `search/study.journal` (Optuna's JournalFileBackend: one append-only file, one JSON line
+per
 operation, fsynced, no server). Every change the driver makes is ONE line, so a driver killed at any moment
 leaves the study either before or after that change, never in between:
 
@@ -123,7 +124,8 @@ class SearchStudy:
                 f.flush()
                 os.fsync(f.fileno())
 
-    # --- what the study was made for ---------------------------------------------------------------------------
+    # --- what the study was made for
+    # ---------------------------------------------------------------------------
 
     def record(self) -> dict | None:
         """The search this study was made for (None before `record_search`)."""
@@ -152,7 +154,8 @@ class SearchStudy:
                 "another name) to start a new search. Nothing was changed."
             )
 
-    # --- reading -----------------------------------------------------------------------------------------------
+    # --- reading
+    # -----------------------------------------------------------------------------------------------
 
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
@@ -169,7 +172,8 @@ class SearchStudy:
             if key.startswith(DECISION)
         }
 
-    # --- the copy in memory that samplers and pruners run on ---------------------------------------------------
+    # --- the copy in memory that samplers and pruners run on
+    # ---------------------------------------------------
 
     def mirror(self, sampler=None, pruner=None) -> optuna.Study:
         """A study in memory with the same name, direction and trials, for a sampler or pruner to work on."""
@@ -199,7 +203,8 @@ class SearchStudy:
         written = {key: value for key, value in after.items() if trial.system_attrs.get(key) != value}
         return prune, written
 
-    # --- writing: one line per change ------------------------------------------------------------------------
+    # --- writing: one line per change
+    # ------------------------------------------------------------------------
 
     def create_trial(self, drawn: FrozenTrial) -> int:
         """Add a running trial with all the drawn parameters (and the sampler's own attributes) in one line;
@@ -224,7 +229,7 @@ class SearchStudy:
         return self.trials()[number]._trial_id
 
     def report(self, number: int, values: dict[int, float]) -> None:
-        """The metric after each epoch (1-based) as the trial's intermediate values (already there: skipped)."""
+        """The metric after each epoch (1-based) as the trial's intermediate values (those there: skipped)."""
         trial = self.trial(number)
         for epoch, value in sorted(values.items()):
             if trial.intermediate_values.get(epoch) != value:

@@ -34,6 +34,7 @@ class SearchPaths:
         self.slurm = self.folder / "slurm"
         self.driver_lock = self.folder / "driver.lock"
         self.driver_info = self.folder / "driver.json"
+        self.segments = self.folder / "segments.jsonl"
         self.trials = self.base / "trials"
         self.report = self.base / "report"
 
@@ -53,7 +54,8 @@ def trial_number(name: str) -> int | None:
 class TrialRun(Run):
     """One trial as a prepared run, trained up to `n_epochs` by its next bin/train.py (a segment).
 
-    Its command is the grid's (`training_loop.reload="auto"`: start, continue or nothing to do) with the segment's
+    Its command is the grid's (`training_loop.reload="auto"`: start, continue or nothing to do) with the
+    segment's
     `training_loop.n_epochs`: a larger one extends the finished segment from its checkpoint, exactly as if the
     run had been trained straight through.
     """
@@ -80,7 +82,7 @@ def trial_run(paths: SearchPaths, configs: list[str], number: int, params: dict,
 
 
 def trial_config(experiment_name: str, number: int, bindings: list[str], values: dict[str, str]) -> str:
-    """The text of a trial's own .gin file: the experiment's bindings, then the trial's values (gin literals)."""
+    """The text of a trial's own .gin file: the experiment's bindings, then the trial's values (gin text)."""
     lines = [
         f"# {experiment_name}: trial {number} of the search, written by `run` when the trial was drawn.",
         "# The number of epochs is given by each bin/train.py of the trial (-b training_loop.n_epochs=...).",
