@@ -20,7 +20,17 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, env, read_jsonl, train, tree_snapshot
 
-from ginlab.experiments.search import ASHA, TPE, Choice, IntRange, LogUniform, Search, Uniform
+from ginlab.experiments.search import (
+    ASHA,
+    TPE,
+    Choice,
+    Hyperband,
+    IntRange,
+    LogUniform,
+    Median,
+    Search,
+    Uniform,
+)
 from ginlab.experiments.search.status import check_records
 from ginlab.experiments.search.study import SearchStudy, optuna_quiet
 from ginlab.experiments.search.trials import SearchPaths
@@ -43,6 +53,7 @@ def write_search(folder: Path, space=None, search=SEARCH, bindings=None, name="t
     """An experiment main.py with a search (like experiments/search_cnn/main.py), results in folder/results"""
     folder.mkdir(parents=True, exist_ok=True)
     space = space if space is not None else SPACE
+    bindings = bindings if bindings is not None else BINDINGS
     main = folder / "main.py"
     main.write_text(
         textwrap.dedent(f"""\
@@ -51,9 +62,7 @@ def write_search(folder: Path, space=None, search=SEARCH, bindings=None, name="t
 
         SPACE = {{{", ".join(f"{k!r}: {v}" for k, v in space.items())}}}
         experiment = Experiment(
-            name={name!r}, configs=["configs/toy.gin"], bindings={
-            bindings if bindings is not None else BINDINGS!r
-        },
+            name={name!r}, configs=["configs/toy.gin"], bindings={bindings!r},
             search={search}, results_dir={str(folder / "results")!r}, root={str(ROOT)!r})
         if __name__ == "__main__":
             main(experiment)
@@ -263,8 +272,12 @@ def _train_processes(trials: Path) -> list[int]:
 # -------------------------
 
 
-@pytest.mark.parametrize("sampler", ["random", "tpe", "grid"])
-def test_draws_and_decisions_are_the_same_when_the_study_is_reopened_between_any_two_steps(sampler, tmp_path):
+@pytest.mark.parametrize(
+    ("sampler", "pruner"), [("random", "asha"), ("tpe", "hyperband"), ("grid", "median")]
+)
+def test_draws_and_decisions_are_the_same_when_the_study_is_reopened_between_any_two_steps(
+    sampler, pruner, tmp_path
+):
     """A driver restarted after a kill re-creates its sampler and pruner: what it draws and decides must not
     depend on that (Optuna's samplers start their random stream again when re-created)."""
     from optuna.trial import TrialState
@@ -274,8 +287,10 @@ def test_draws_and_decisions_are_the_same_when_the_study_is_reopened_between_any
         space = {"a.width": IntRange(1, 4), "a.act": Choice(["relu", "gelu", (1, 2)])}
     else:
         space = {"a.lr": LogUniform(1e-4, 1e-1), "a.width": IntRange(8, 64), "a.p": Uniform(0.0, 0.5)}
+    pruners = {"asha": ASHA(min_epochs=1, reduction_factor=3), "hyperband": Hyperband(min_epochs=1),
+               "median": Median(warmup_epochs=2, interval_epochs=2, startup_trials=2)}  # fmt: skip
     search = Search(space=space, sampler=TPE(startup_trials=3) if sampler == "tpe" else sampler,
-                    pruner=ASHA(min_epochs=1, reduction_factor=3), trials=10, seed=5)  # fmt: skip
+                    pruner=pruners[pruner], trials=10, seed=5)  # fmt: skip
     distributions = {name: d.distribution() for name, d in space.items()}
 
     def metric(params, epoch):  # a made-up learning curve that depends on every parameter
