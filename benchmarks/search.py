@@ -67,7 +67,7 @@ def outcome(results: Path, name: str) -> dict:
         for t in study.trials()
     ]  # fmt: skip
     histories = {}
-    for run in sorted((results / "trials").iterdir()):
+    for run in sorted((results / "trials").glob("trial-*")):
         lines = (run / "history.jsonl").read_text().splitlines()
         histories[run.name] = [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines]
     best = study.study.best_trial

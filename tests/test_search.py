@@ -127,7 +127,7 @@ def outcome(folder: Path) -> dict:
         trials.append((trial.number, trial.params, trial.state.name, trial.value, trial.intermediate_values,
                        decisions))  # fmt: skip
     runs = {}
-    for run in sorted((folder / "results" / "trials").iterdir()):
+    for run in sorted((folder / "results" / "trials").glob("trial-*")):
         history = [without_time(row) for row in read_jsonl(run / "history.jsonl")]
         summary = without_time(json.loads((run / "summary.json").read_text()))
         runs[run.name] = (history, summary, read_meta(run)["status"])
@@ -170,7 +170,7 @@ def test_a_search_killed_three_times_ends_as_one_never_killed(reference, tmp_pat
     states = [t[2] for t in got["trials"]]
     assert "PRUNED" in states and "COMPLETE" in states  # the study exercised both decisions
     assert check_records(SearchPaths(tmp_path / "results"), study_of(tmp_path).trials(), "val_loss") == []
-    reloads = [len(read_meta(run)["reloads"]) for run in (tmp_path / "results" / "trials").iterdir()]
+    reloads = [len(read_meta(run)["reloads"]) for run in (tmp_path / "results" / "trials").glob("trial-*")]
     assert sum(reloads) > sum(len(t[5]) - 1 for t in got["trials"])  # killed segments were reloaded
 
 
@@ -242,10 +242,12 @@ def test_several_slots_kills_of_the_driver_and_of_trials_lose_and_repeat_nothing
     study = study_of(tmp_path)
     numbers = [t.number for t in study.trials()]
     assert numbers == list(range(6))  # none lost, none drawn twice
-    assert sorted(p.name for p in trials.iterdir()) == [f"trial-{n:04d}" for n in numbers]  # one folder each
+    assert sorted(p.name for p in trials.glob("trial-*")) == [
+        f"trial-{n:04d}" for n in numbers
+    ]  # one folder each
     assert {t.state.name for t in study.trials()} <= {"COMPLETE", "PRUNED"}
     assert check_records(SearchPaths(tmp_path / "results"), study.trials(), "val_loss") == []
-    for run in trials.iterdir():  # exactly one history row per epoch: continued, never restarted
+    for run in trials.glob("trial-*"):  # exactly one history row per epoch: continued, never restarted
         epochs = [row["epoch"] for row in read_jsonl(run / "history.jsonl")]
         assert epochs == list(range(len(epochs)))
     status = cli(main, "status")

@@ -66,9 +66,9 @@ def test_on_slurm_a_killed_driver_and_a_cancelled_trial_lose_and_repeat_nothing(
     assert [t.number for t in study.trials()] == [0, 1, 2]
     assert {t.state.name for t in study.trials()} <= {"COMPLETE", "PRUNED"}
     trials = tmp_path / "results" / "trials"
-    assert sorted(p.name for p in trials.iterdir()) == ["trial-0000", "trial-0001", "trial-0002"]
+    assert sorted(p.name for p in trials.glob("trial-*")) == ["trial-0000", "trial-0001", "trial-0002"]
     assert check_records(SearchPaths(tmp_path / "results"), study.trials(), "val_loss") == []
-    for folder in trials.iterdir():  # one row per epoch: continued, not restarted
+    for folder in trials.glob("trial-*"):  # one row per epoch: continued, not restarted
         epochs = [row["epoch"] for row in read_jsonl(folder / "history.jsonl")]
         assert epochs == list(range(len(epochs)))
     submissions = read_jsonl(tmp_path / "results" / "search" / "slurm" / "submissions.jsonl")

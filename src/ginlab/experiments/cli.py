@@ -36,7 +36,7 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> None:
         if experiment.search is not None and code != 130:  # the search's own verbs (search/cli.py)
             from ginlab.experiments.search.cli import search_command
 
-            code = max(code, search_command(experiment, args, console))
+            code = max(code, search_command(experiment, args, console, program()))
     except ExperimentError as error:
         console.print(f"[bold red]error:[/] {error}")
         code = 2

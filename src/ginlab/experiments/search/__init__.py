@@ -15,7 +15,19 @@ report       best configuration, optimization history, parallel coordinates, imp
 cli          the verbs, called from experiments/cli.py
 """
 
+from ginlab.experiments.search.report import load_trials
 from ginlab.experiments.search.space import Choice, IntRange, LogUniform, Uniform
 from ginlab.experiments.search.spec import ASHA, TPE, Hyperband, Median, Search
 
-__all__ = ["ASHA", "TPE", "Choice", "Hyperband", "IntRange", "LogUniform", "Median", "Search", "Uniform"]
+__all__ = [
+    "ASHA",
+    "TPE",
+    "Choice",
+    "Hyperband",
+    "IntRange",
+    "LogUniform",
+    "Median",
+    "Search",
+    "Uniform",
+    "load_trials",
+]

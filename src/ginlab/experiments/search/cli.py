@@ -11,19 +11,17 @@ from ginlab.experiments.progress import Progress
 DEFAULT_SLURM_SLOTS = 4  # trials in flight on SLURM when neither --slots nor --max-parallel says
 
 
-def search_command(experiment: Experiment, args, console: Console) -> int:
-    """Run the verb `args.command` on the experiment's search; return main.py's exit code."""
+def search_command(experiment: Experiment, args, console: Console, program: str) -> int:
+    """Run the verb `args.command` on the experiment's search; return main.py's exit code.
+
+    Args:
+        program: how the researcher runs main.py ("python experiments/x/main.py"), for the next steps shown.
+    """
     handler = {"prepare": _prepare, "run": _run, "status": _status, "report": _report}[args.command]
-    return handler(experiment, args, console)
+    return handler(experiment, args, console, program)
 
 
-def _program() -> str:
-    from ginlab.experiments.cli import program
-
-    return program()
-
-
-def _prepare(experiment: Experiment, args, console: Console) -> int:
+def _prepare(experiment: Experiment, args, console: Console, program: str) -> int:
     from ginlab.experiments.search.prepare import prepare_search
 
     search = experiment.search
@@ -36,11 +34,11 @@ def _prepare(experiment: Experiment, args, console: Console) -> int:
         f"epochs "
         f"{', '.join(map(str, prepared.decision_epochs))}"
     )
-    console.print(f"Next: {_program()} run")
+    console.print(f"Next: {program} run")
     return 0
 
 
-def _run(experiment: Experiment, args, console: Console) -> int:
+def _run(experiment: Experiment, args, console: Console, program: str) -> int:
     from ginlab.experiments.search.driver import SearchDriver
     from ginlab.experiments.search.prepare import load_prepared_search
     from ginlab.experiments.search.trials import SearchPaths
@@ -79,15 +77,15 @@ def _run(experiment: Experiment, args, console: Console) -> int:
     for line in result.failed:
         console.print(f"[red]failed[/] {line}")
     if result.stopped:
-        console.print(f"Stopped. Running trials wrote checkpoints; `{_program()} run` continues the search.")
+        console.print(f"Stopped. Running trials wrote checkpoints; `{program} run` continues the search.")
         return 130
     if result.counts.get("running") or result.counts.get("left"):
         return 1
-    console.print(f"The search ended. Next: {_program()} report")
+    console.print(f"The search ended. Next: {program} report")
     return 0
 
 
-def _status(experiment: Experiment, args, console: Console) -> int:
+def _status(experiment: Experiment, args, console: Console, program: str) -> int:
     from ginlab.experiments.search.status import search_status
 
     status = search_status(experiment, experiment.search)
@@ -98,7 +96,7 @@ def _status(experiment: Experiment, args, console: Console) -> int:
     return 0 if status.done else 1
 
 
-def _report(experiment: Experiment, args, console: Console) -> int:
+def _report(experiment: Experiment, args, console: Console, program: str) -> int:
     from ginlab.experiments.search.report import build_search_report
 
     path = build_search_report(experiment, experiment.search)

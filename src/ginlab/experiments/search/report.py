@@ -69,6 +69,23 @@ def build_search_report(experiment: Experiment, search: Search) -> Path:
     return paths.report / "search.md"
 
 
+def load_trials(experiment: Experiment) -> pd.DataFrame:
+    """The search's trials as a DataFrame: trial number, state in the study (complete, running, pruned, fail),
+    parameters, epochs trained, value, and the run folder's status (what load_runs and bin/runs.py show).
+
+    Raises:
+        ExperimentError: the experiment has no search, or the search has no study yet.
+    """
+    search = experiment.search
+    if search is None:
+        raise ExperimentError(f"Experiment {experiment.name!r} has no search.")
+    paths = SearchPaths(experiment.paths.base)
+    if not paths.study.is_file():
+        raise ExperimentError(f"The search of {experiment.name} has no trials yet ({paths.study}).")
+    study = SearchStudy(paths.study, experiment.name, search.direction)
+    return trials_table(paths, study.trials(), search)
+
+
 def trials_table(paths: SearchPaths, trials, search: Search) -> pd.DataFrame:
     """One row per trial: number, state, parameters (short names), epochs trained, value, folder status."""
     from ginlab.analysis import load_runs

@@ -147,6 +147,8 @@ def check_records(paths: SearchPaths, trials: list[FrozenTrial], metric: str) ->
     numbers = {t.number for t in trials}
     if paths.trials.is_dir():
         for folder in sorted(paths.trials.iterdir()):
+            if folder.name.startswith("."):  # the loaders' history cache, not a run
+                continue
             number = trial_number(folder.name)
             if number is None or number not in numbers:
                 problems.append(f"{folder} is no trial of the study")
