@@ -163,9 +163,12 @@ def overhead(timing: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("parts", nargs="*", default=["exactness", "value", "overhead"],
-                        choices=["exactness", "value", "overhead"])  # fmt: skip
+    parser.add_argument("parts", nargs="*", help="exactness, value, overhead (default: all three)")
     args = parser.parse_args()
+    args.parts = args.parts or ["exactness", "value", "overhead"]
+    unknown = set(args.parts) - {"exactness", "value", "overhead"}
+    if unknown:
+        parser.error(f"unknown part(s) {sorted(unknown)}: choose from exactness, value, overhead")
     folder = Path(tempfile.mkdtemp(prefix="ginlab-bench-search-"))
     try:
         timing = exactness(folder) if {"exactness", "overhead"} & set(args.parts) else None
