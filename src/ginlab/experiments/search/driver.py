@@ -59,6 +59,7 @@ from ginlab.runfolder.jsonlines import append_line
 
 log = logging.getLogger(__name__)
 
+WAIT_CHECK_SECONDS = 1.0  # how often trials whose run folder another process writes are looked at again
 RESTARTS = 3  # segments killed or interrupted from outside are continued this often per driver, then failed
 
 
@@ -163,6 +164,8 @@ class SearchDriver:
         self.seconds: dict[int, float] = {}
         self.durations: list[tuple[int, float]] = []  # (epochs trained, seconds) of each ended segment
         self.in_flight: dict[int, TrialRun] = {}
+        self.said_waiting: set[int] = set()
+        next_wait_check = 0.0
         while True:
             if self._stop_requests:
                 self.launcher.stop(kill=self._stop_requests > 1)
@@ -171,12 +174,14 @@ class SearchDriver:
                         del self.in_flight[number]
             for end in self.launcher.ended():
                 self._segment_ended(end)
-            for number in list(self.waiting):
-                if self._stop_requests:
-                    self.waiting.clear()
-                    break
-                del self.waiting[number]
-                self._advance(number)
+            if self.waiting and time.monotonic() >= next_wait_check:
+                next_wait_check = time.monotonic() + WAIT_CHECK_SECONDS
+                for number in list(self.waiting):
+                    if self._stop_requests:
+                        self.waiting.clear()
+                        break
+                    del self.waiting[number]
+                    self._advance(number)
             while not self._stop_requests and len(self.in_flight) + len(self.waiting) < self.launcher.slots:
                 number = self._next_running_trial()
                 if number is None and len(self.study.trials()) < self.budget:
@@ -238,7 +243,8 @@ class SearchDriver:
                 self._fail(number, "its run folder cannot be used: " + "; ".join(state.reasons))
                 return
             if state.action == BUSY:
-                if number not in self.waiting:
+                if number not in self.said_waiting:
+                    self.said_waiting.add(number)
                     self.progress.event(f"trial {number} is {state.reasons[0]}: waiting for it")
                 self.waiting[number] = run
                 return
