@@ -62,8 +62,8 @@ def plan_start(path: str | os.PathLike, reload: bool | str) -> Start:
         if reload is False:
             raise RunFolderError(
                 f"{path} already holds a run (status {run_status(meta)}). To continue it, add "
-                f"-b training_loop.reload=True; to start a new run, choose another folder. Nothing was "
-                f"changed."
+                "-b training_loop.reload=True; to start a new run, choose another folder. "
+                "Nothing was changed."
             )
         return Start("reload", meta)
     foreign = [name for name in entries if name not in fmt.BEFORE_META]
@@ -72,10 +72,9 @@ def plan_start(path: str | os.PathLike, reload: bool | str) -> Start:
         raise RunFolderError(
             f"{path} holds files but no run record (meta.json): "
             f"{shown}{', ...' if len(foreign) > 6 else ''}. "
-            f"ginlab starts a run only in a missing or empty folder and continues only a folder whose "
-            f"meta.json "
-            f"it wrote, so it will not write here. Choose another SAVE_DIR, or move these files away. "
-            f"Nothing was changed."
+            f"ginlab starts a run only in a missing or empty folder and continues only a folder "
+            "whose meta.json it wrote, so it will not write here. Choose another SAVE_DIR, or move these "
+            "files away. Nothing was changed."
         )
     if reload is True:
         raise RunFolderError(

@@ -108,19 +108,11 @@ def check_search(experiment: Experiment, search: Search) -> Prepared:
 def _metric_problems(search: Search, model) -> list[str]:
     """The metric must be logged; a pruner needs it after every epoch. Known for the built-in classifier
     (any registered nn.Module); a LightningModule's own metrics are checked after its first segment."""
-    from ginlab.registry import MODELS
+    from ginlab.training.build import epoch_metrics
 
-    per_epoch = PER_EPOCH_DEFAULT
-    try:
-        import pytorch_lightning as pl
-
-        if isinstance(MODELS.get(model), type) and issubclass(MODELS[model], pl.LightningModule):
-            return []  # its own metrics: the driver checks the first trial's history
-        from ginlab.training.task import Classifier
-
-        per_epoch = Classifier.METRICS
-    except (ImportError, TypeError):
-        pass
+    per_epoch = epoch_metrics(model) if isinstance(model, str) else PER_EPOCH_DEFAULT
+    if per_epoch is None:
+        return []  # its own metrics: the driver checks the first trial's history
     if search.metric in per_epoch:
         return []
     if search.metric in AT_END:
@@ -129,8 +121,7 @@ def _metric_problems(search: Search, model) -> list[str]:
         return [
             f"pruner {search.pruner_name} needs a metric logged after every epoch, and {search.metric!r} is "
             f"measured once, at the end (summary.json). Use one of {', '.join(per_epoch)} (history.jsonl), "
-            f"or "
-            f"pruner=None"
+            "or pruner=None"
         ]
     return [
         f"metric {search.metric!r} is never logged by model {model!r}: after every epoch it logs "
