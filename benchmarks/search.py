@@ -112,7 +112,8 @@ def exactness(folder: Path) -> dict:
     print(f"{'wall time':34}{makespan:>19.0f}s{killed_time:>19.0f}s")
     states = lambda o: ",".join(t[2][0] for t in o["trials"])  # noqa: E731
     print(f"{'trial states (C complete, P pruned)':34}{states(a):>20}{states(b):>20}")
-    print(f"{'best trial, val_acc':34}{str(a['best']):>20}{str(b['best']):>20}")
+    best = lambda o: f"trial {o['best'][0]}, {o['best'][1]:.4f}"  # noqa: E731
+    print(f"{'best trial, val_acc':34}{best(a):>20}{best(b):>20}")
     print(f"same parameters, order and decisions: {a['trials'] == b['trials']}")
     print(f"bitwise equal histories (without time): {same_histories} of {len(a['histories'])}")
     return {"makespan": makespan, "segments": segments(folder / "straight" / "results")}
