@@ -111,8 +111,7 @@ class SearchDriver:
         self.budget = search.budget()
         self._stop_requests = 0
 
-    # --- the loop
-    # ----------------------------------------------------------------------------------------------
+    # --- the loop ------------------------------------------------------------------------------------------
 
     def run(self) -> DriverResult:
         """Run the search; return how its trials stand.
@@ -206,8 +205,7 @@ class SearchDriver:
                 return trial.number
         return None
 
-    # --- one trial
-    # -------------------------------------------------------------------------------------------
+    # --- one trial -----------------------------------------------------------------------------------------
 
     def _draw(self) -> int:
         """Draw the next trial's parameters (a pure function of the seed, its number and the study), record
@@ -373,8 +371,7 @@ class SearchDriver:
                 self.progress.event(f"trial {number} {describe_exit(end.code, meta)}: continuing it")
                 self._advance(number)
 
-    # --- helpers
-    # ---------------------------------------------------------------------------------------------
+    # --- helpers -------------------------------------------------------------------------------------------
 
     def _name(self, number: int) -> str:
         from ginlab.experiments.search.trials import trial_name
@@ -453,8 +450,7 @@ class SearchDriver:
         running = sum(max(run.n_epochs - self._epochs(run), 0) for run in self.in_flight.values())
         return (running + counts.left * mean_epochs) * per_epoch / self.launcher.slots
 
-    # --- the driver's own signals
-    # -----------------------------------------------------------------------------
+    # --- the driver's own signals --------------------------------------------------------------------------
 
     @property
     def stopped(self) -> bool:

@@ -223,8 +223,7 @@ class Search:
             "n_epochs": n_epochs,
         }
 
-    # --- Optuna objects
-    # ---------------------------------------------------------------------------------------
+    # --- Optuna objects ------------------------------------------------------------------------------------
 
     def build_sampler(self, trial_number: int) -> optuna.samplers.BaseSampler:
         """The sampler that draws trial `trial_number`, seeded from (seed, trial number) only.

@@ -124,8 +124,7 @@ class SearchStudy:
                 f.flush()
                 os.fsync(f.fileno())
 
-    # --- what the study was made for
-    # ---------------------------------------------------------------------------
+    # --- what the study was made for -----------------------------------------------------------------------
 
     def record(self) -> dict | None:
         """The search this study was made for (None before `record_search`)."""
@@ -154,8 +153,7 @@ class SearchStudy:
                 "another name) to start a new search. Nothing was changed."
             )
 
-    # --- reading
-    # -----------------------------------------------------------------------------------------------
+    # --- reading -------------------------------------------------------------------------------------------
 
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
@@ -172,8 +170,7 @@ class SearchStudy:
             if key.startswith(DECISION)
         }
 
-    # --- the copy in memory that samplers and pruners run on
-    # ---------------------------------------------------
+    # --- the copy in memory that samplers and pruners run on -----------------------------------------------
 
     def mirror(self, sampler=None, pruner=None) -> optuna.Study:
         """A study in memory with the same name, direction and trials, for a sampler or pruner to work on."""
@@ -203,8 +200,7 @@ class SearchStudy:
         written = {key: value for key, value in after.items() if trial.system_attrs.get(key) != value}
         return prune, written
 
-    # --- writing: one line per change
-    # ------------------------------------------------------------------------
+    # --- writing: one line per change ----------------------------------------------------------------------
 
     def create_trial(self, drawn: FrozenTrial) -> int:
         """Add a running trial with all the drawn parameters (and the sampler's own attributes) in one line;
