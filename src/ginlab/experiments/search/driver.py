@@ -40,7 +40,7 @@ from optuna.trial import TrialState
 from ginlab.errors import ExitCode, RunFolderError
 from ginlab.experiments.backends.plan import BUSY, REFUSE, describe_exit, plan_run
 from ginlab.experiments.experiment import Experiment, ExperimentError
-from ginlab.experiments.progress import Counts, Progress, format_seconds
+from ginlab.experiments.progress import Counts, Progress
 from ginlab.experiments.search.launch import SegmentEnd, TrialLauncher
 from ginlab.experiments.search.prepare import Prepared
 from ginlab.experiments.search.spec import Search
@@ -50,9 +50,10 @@ from ginlab.experiments.search.trials import (
     TrialRun,
     metric_values,
     trial_config,
+    trial_name,
     trial_run,
 )
-from ginlab.runfolder import RunFolder, read_meta, read_summary, run_status
+from ginlab.runfolder import RunFolder, read_history, read_meta, read_summary, run_status
 from ginlab.runfolder import format as fmt
 from ginlab.runfolder.atomic import atomic_write_json, atomic_write_text
 from ginlab.runfolder.jsonlines import append_line
@@ -327,7 +328,7 @@ class SearchDriver:
     def _fail(self, number: int, why: str) -> None:
         self.study.finish(number, TrialState.FAIL, why=why)
         self.progress.event(
-            f"FAILED trial {number}: {why}; log: {self.paths.logs / (self._name(number) + '.log')}"
+            f"FAILED trial {number}: {why}; log: {self.paths.logs / (trial_name(number) + '.log')}"
         )
 
     def _segment_ended(self, end: SegmentEnd) -> None:
@@ -372,11 +373,6 @@ class SearchDriver:
                 self._advance(number)
 
     # --- helpers -------------------------------------------------------------------------------------------
-
-    def _name(self, number: int) -> str:
-        from ginlab.experiments.search.trials import trial_name
-
-        return trial_name(number)
 
     def _run(self, trial, n_epochs: int) -> TrialRun:
         """The trial's segment up to `n_epochs`; its config file is written first when missing (the same text
@@ -486,10 +482,4 @@ def _read_meta(save_dir) -> dict | None:
 
 
 def _history(run: TrialRun) -> list[dict]:
-    from ginlab.runfolder import read_history
-
     return read_history(run.save_dir)
-
-
-def describe_seconds(seconds: float) -> str:
-    return format_seconds(seconds)
