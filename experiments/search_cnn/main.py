@@ -24,8 +24,8 @@ experiment = Experiment(
         sampler=TPE(startup_trials=5),
         pruner=ASHA(min_epochs=1, reduction_factor=4),  # decisions after epochs 1, 4 and 8
         trials=15,  # tune_lr's budget: 15 runs
-        # val_loss, not val_acc: after one epoch this CNN predicts one class on the validation set (val_acc 0.089
-        # for every learning rate, measured), a tie ASHA cannot rank; the validation loss tells trials apart.
+        # val_loss, not val_acc: after one epoch this CNN predicts one class on the validation set
+        # (val_acc 0.089 at every learning rate, measured), a tie ASHA cannot rank; val_loss tells them apart.
         metric="val_loss",
         mode="min",
         seed=0,
