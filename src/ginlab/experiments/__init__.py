@@ -7,6 +7,7 @@ experiment   Experiment, ReportSpec, Run (one prepared grid point), the results 
 grid         grid values -> named points
 prepare      check the grid with gin; write experiment.json, jobs.txt, one .gin per run
 backends/    what to do with each run (plan), local and SLURM backends
+search/      hyperparameter searches (Optuna): space, study file, driver, launchers, status, report
 status       what each prepared run's folder says, counted
 progress     live counts and ETA while `run` works
 report       tables, figures (figures.py) and summary.md

@@ -32,7 +32,11 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> None:
     """Parse the command line, run the subcommand on `experiment`, and exit with its exit code."""
     args = build_parser(experiment).parse_args(argv)
     try:
-        code = args.handler(experiment, args)
+        code = args.handler(experiment, args) if experiment.grid is not None else 0
+        if experiment.search is not None and code != 130:  # the search's own verbs (search/cli.py)
+            from ginlab.experiments.search.cli import search_command
+
+            code = max(code, search_command(experiment, args, console, program()))
     except ExperimentError as error:
         console.print(f"[bold red]error:[/] {error}")
         code = 2
@@ -42,9 +46,10 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> None:
 
 
 def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
+    what = "grid" if experiment.search is None else "search" if experiment.grid is None else "grid and search"
     parser = argparse.ArgumentParser(
         prog=program(),
-        description=f"The {experiment.name} experiment: prepare, run, follow and report its grid.",
+        description=f"The {experiment.name} experiment: prepare, run, follow and report its {what}.",
         epilog=f"Results: {experiment.paths.base}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

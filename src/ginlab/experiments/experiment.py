@@ -99,25 +99,33 @@ class Experiment:
     Args:
         name: the experiment's name; its results go to `$RESULTS_DIR/<name>/` unless `results_dir` is given.
         configs: gin files given to every run, relative to the repository root.
-        grid: {gin parameter: [values]} (all combinations) or a list of {parameter: value} points.
+        grid: {gin parameter: [values]} (all combinations) or a list of {parameter: value} points; None for
+            an experiment that only searches.
         bindings: gin bindings given to every run, e.g. ["training_loop.n_epochs = 10"].
         report: what `report` ranks and plots.
         slurm: defaults for the SLURM backend: partition, time, cpus, gpus, mem, signal_seconds (command-line
             options override them).
         results_dir: where the experiment's files and run folders go.
         root: the repository root holding bin/train.py (default: found from the ginlab package or the cwd).
+        search: a hyperparameter search (ginlab.experiments.search.Search), instead of or beside the grid;
+            its trials go to `trials/`, its study and files to `search/` (docs/experiments.md, "Searches").
     """
 
     name: str
     configs: list[str]
-    grid: dict | list
+    grid: dict | list | None = None
     bindings: list[str] = dataclasses.field(default_factory=list)
     report: ReportSpec = dataclasses.field(default_factory=ReportSpec)
     slurm: dict = dataclasses.field(default_factory=dict)
     results_dir: str | None = None
     root: str | None = None
+    search: object | None = None  # a ginlab.experiments.search.Search (not imported here: it imports optuna)
 
     def __post_init__(self):
+        if self.grid is None and self.search is None:
+            raise ExperimentError(
+                f"Experiment {self.name!r} has neither a grid nor a search: give one of them."
+            )
         self.root = Path(self.root).resolve() if self.root else find_root()
         base = self.results_dir or Path(os.environ.get("RESULTS_DIR", self.root / "results")) / self.name
         self.paths = ExperimentPaths(Path(base).resolve())
@@ -129,6 +137,8 @@ class Experiment:
             ValueError: the grid is empty or repeats a point.
             ExperimentError: two grid points get the same run name.
         """
+        if self.grid is None:  # a search only: its trials are drawn by `run`, not prepared
+            return []
         points = expand_grid(self.grid)
         short = short_names(grid_parameters(points))
         runs = []

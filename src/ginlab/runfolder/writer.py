@@ -62,17 +62,19 @@ def plan_start(path: str | os.PathLike, reload: bool | str) -> Start:
         if reload is False:
             raise RunFolderError(
                 f"{path} already holds a run (status {run_status(meta)}). To continue it, add "
-                f"-b training_loop.reload=True; to start a new run, choose another folder. Nothing was changed."
+                "-b training_loop.reload=True; to start a new run, choose another folder. "
+                "Nothing was changed."
             )
         return Start("reload", meta)
     foreign = [name for name in entries if name not in fmt.BEFORE_META]
     if foreign:
         shown = ", ".join(n + ("/" if (path / n).is_dir() else "") for n in foreign[:6])
         raise RunFolderError(
-            f"{path} holds files but no run record (meta.json): {shown}{', ...' if len(foreign) > 6 else ''}. "
-            f"ginlab starts a run only in a missing or empty folder and continues only a folder whose meta.json "
-            f"it wrote, so it will not write here. Choose another SAVE_DIR, or move these files away. "
-            f"Nothing was changed."
+            f"{path} holds files but no run record (meta.json): "
+            f"{shown}{', ...' if len(foreign) > 6 else ''}. "
+            f"ginlab starts a run only in a missing or empty folder and continues only a folder "
+            "whose meta.json it wrote, so it will not write here. Choose another SAVE_DIR, or move these "
+            "files away. Nothing was changed."
         )
     if reload is True:
         raise RunFolderError(
@@ -315,6 +317,18 @@ class RunFolder(fmt.RunPaths):
         """Record how the run ended (status and exit code agree with what the process exits with)."""
         self.update_meta(status=status, ended=now(), heartbeat=now(), exit_code=exit_code, error=error)
         self.recorded_exit_code = exit_code
+
+    @_writes
+    def mark_pruned(self, message: str) -> None:
+        """Record that a hyperparameter search stopped this run on purpose: status "pruned", the reason in
+        `error`. Its checkpoints and history stay; `reload=True` with more epochs continues it by hand.
+        Call with the folder's lock held (acquire), so that no bin/train.py is writing it."""
+        meta = self.read_meta()
+        if meta.get("status") == fmt.PRUNED:
+            return
+        self.update_meta(
+            status=fmt.PRUNED, ended=meta.get("ended") or now(), error={"type": "Pruned", "message": message}
+        )
 
     @_writes
     def write_config(self, operative_gin: str, flat: dict) -> None:

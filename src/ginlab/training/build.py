@@ -27,6 +27,16 @@ class Parts:
     model_class: str
 
 
+def epoch_metrics(model: str) -> tuple[str, ...] | None:
+    """The metrics a run of the registered `model` logs after every epoch: the Classifier's for an nn.Module,
+    None for a LightningModule of its own (what it logs is known only once it ran). Used by a search's
+    `prepare` to check its metric before anything trains."""
+    cls = MODELS.get(model)
+    if isinstance(cls, type) and issubclass(cls, pl.LightningModule):
+        return None
+    return Classifier.METRICS
+
+
 def build(model: str, datamodule: str, optimizer, lr_scheduler, gradient_clip_val, seed: int) -> Parts:
     """The datamodule (its data checked, split and loaded), then the model for its input shape and classes.
 
@@ -73,7 +83,7 @@ def build_datamodule(name: str, seed: int) -> pl.LightningDataModule:
 
 
 def _construct(setting: str, factory, argument):
-    """An optimizer or schedule from its gin-bound class: torch's refusal of a value is a configuration error."""
+    """An optimizer or schedule from its gin-bound class (torch refusing a value is a configuration error)."""
     if not callable(factory):
         raise bad_value(setting, factory, "a reference to a torch class, e.g. @torch.optim.Adam")
     try:

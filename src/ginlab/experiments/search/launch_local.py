@@ -1,0 +1,132 @@
+"""Trials on this machine: one `bin/train.py` process per segment, as the grid's local backend runs its runs.
+
+Each process runs in its own session (a Ctrl-C in the terminal reaches only the driver), with
+OMP_NUM_THREADS = cores // slots, its output appended to `search/logs/<trial>.log`, and asks the kernel for
+SIGTERM when the driver dies (PR_SET_PDEATHSIG): a killed driver's segments write a checkpoint and exit 3,
+and the
+next driver continues them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ginlab.experiments.backends.local import available_cores
+from ginlab.experiments.search.launch import SegmentEnd, TrialLauncher
+from ginlab.experiments.search.trials import TrialRun
+
+
+@dataclasses.dataclass
+class _Process:
+    run: TrialRun
+    process: subprocess.Popen
+    started: float
+    log: Path
+    offset: int
+
+
+class LocalLauncher(TrialLauncher):
+    """Segments as child processes of the driver.
+
+    Args:
+        root: the repository root (bin/train.py's working directory).
+        logs: the folder of the trials' logs.
+        slots: segments at a time (default: the number of cores).
+        python: the interpreter for bin/train.py (default: this one).
+    """
+
+    def __init__(self, root: Path, logs: Path, slots: int | None = None, python: str | None = None):
+        self.root = Path(root)
+        self.logs = Path(logs)
+        self.slots = max(1, slots or available_cores())
+        self.threads = max(1, available_cores() // self.slots)
+        self.python = python or sys.executable
+        self.description = f"{self.slots} at a time on this machine, {self.threads} torch thread(s) each"
+        self._processes: dict[str, _Process] = {}
+
+    def start(self, run: TrialRun) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        command = run.command(python=self.python)
+        log_path = self.logs / f"{run.name}.log"
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        with open(log_path, "a") as log_file:
+            log_file.write(f"==== {stamp} to epoch {run.n_epochs}: {' '.join(command)}\n")
+            log_file.flush()
+            offset = log_file.tell()
+            env = {
+                **os.environ,
+                "OMP_NUM_THREADS": str(self.threads),
+                "MKL_NUM_THREADS": str(self.threads),
+                "PYTHONUNBUFFERED": "1",
+            }
+            process = subprocess.Popen(
+                command,
+                cwd=self.root,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                # The driver starts children from its main thread only, so preexec_fn is safe here.
+                preexec_fn=_terminate_with_parent(os.getpid()),  # noqa: PLW1509
+            )
+        self._processes[run.name] = _Process(run, process, time.monotonic(), log_path, offset)
+
+    def ended(self) -> list[SegmentEnd]:
+        ends = []
+        for name, job in list(self._processes.items()):
+            code = job.process.poll()
+            if code is None:
+                continue
+            del self._processes[name]
+            ends.append(
+                SegmentEnd(job.run, code, time.monotonic() - job.started, job.log, _printed_error(job))
+            )
+        return ends
+
+    def active(self) -> set[str]:
+        return set(self._processes)
+
+    def stop(self, kill: bool = False) -> None:
+        for job in self._processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                job.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+
+
+def _printed_error(job: _Process, limit: int = 6) -> str | None:
+    """What bin/train.py printed after "error:" in this segment's output."""
+    try:
+        with open(job.log, errors="replace") as f:
+            f.seek(job.offset)
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for i, line in enumerate(lines):
+        if line.startswith("error: "):
+            return "\n    ".join([line[len("error: ") :], *lines[i + 1 : i + limit]]).rstrip()
+    return None
+
+
+def _terminate_with_parent(parent_pid: int):
+    """A preexec_fn asking the kernel to send the child SIGTERM when the driver dies (Linux)."""
+
+    def preexec():
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:  # the driver died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec if sys.platform.startswith("linux") else None
