@@ -7,9 +7,10 @@
 
 Builds a synthetic project in a temporary folder, starts a private watchman, runs `ginlab.sync.watch`
 in a thread towards DEST (a temporary local folder unless --dest), then edits one file at a time and
-polls DEST (or --arrival, the local view of a remote DEST) until the new content is there. Prints the median and p90 latency and the share of it from the start of the rsync run to
-the arrival (the rest is watchman noticing the change and its 20 ms settle time). A remote DEST adds the network
-round trips to the rsync part.
+polls DEST (or --arrival, the local view of a remote DEST) until the new content is there. Prints the
+median and p90 latency and the share of it from the start of the rsync run to the arrival (the rest is
+watchman noticing the change and its 20 ms settle time). A remote DEST adds the network round trips to the
+rsync part.
 """
 
 import argparse

@@ -16,8 +16,8 @@ from ginlab.config.reader import read_gin
 from ginlab.errors import RunFolderError
 from ginlab.experiments.backends.plan import plan_run
 from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions
-from ginlab.experiments.status import epochs_done
 from ginlab.experiments.experiment import ExperimentError, Run
+from ginlab.experiments.status import epochs_done
 from ginlab.runfolder import RunFolder, jsonlines
 
 # -- JSON-lines: a cut or garbled last line is dropped, a damaged line before it is an error ---------------
@@ -389,9 +389,11 @@ def prepared_run(tmp_path, saved: str, prepared: str, bindings: str = "") -> Run
 
 def test_experiments_compare_a_run_folder_with_its_prepared_config_by_value(tmp_path):
     # Comments, layout, quotes and the spelling of a number do not count; a refused difference is named.
-    uncommented = CONFIG.replace("# a comment inside a multi-line value", "").replace(
-        "# the optimizer class itself", ""
-    ).replace("LR = 3e-3", "LR = 0.003")
+    uncommented = (
+        CONFIG.replace("# a comment inside a multi-line value", "")
+        .replace("# the optimizer class itself", "")
+        .replace("LR = 3e-3", "LR = 0.003")
+    )
     run = prepared_run(tmp_path, CONFIG, uncommented)
     assert plan_run(run, tmp_path).action == "reload"
     run = prepared_run(tmp_path / "2", CONFIG, CONFIG.replace("data.tag = 'a#b'", "data.tag = 'c'"))

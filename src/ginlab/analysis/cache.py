@@ -41,7 +41,11 @@ class HistoryCache:
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
         # Runs that share no folder but "/" keep out of it.
-        local = os.path.join(self.root, FOLDER_NAME, FILE_NAME) if os.path.dirname(self.root) != self.root else None
+        local = (
+            os.path.join(self.root, FOLDER_NAME, FILE_NAME)
+            if os.path.dirname(self.root) != self.root
+            else None
+        )
         self.store = ParquetCache(self.root, local, "histories", CACHE_VERSION)
         self.paths = self.store.paths
 

@@ -40,7 +40,9 @@ class ParquetCache:
         self.root, self.kind, self.version = root, kind, version
         digest = hashlib.sha256(root.encode()).hexdigest()[:20]
         user_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        self.paths = [path for path in (local, os.path.join(user_cache, "ginlab", kind, f"{digest}.parquet")) if path]
+        self.paths = [
+            path for path in (local, os.path.join(user_cache, "ginlab", kind, f"{digest}.parquet")) if path
+        ]
 
     def load(self) -> tuple[pa.Table | None, dict]:
         """The newest usable cached table and its metadata; (None, {}) when there is none."""
@@ -71,7 +73,9 @@ class ParquetCache:
                 # Uncompressed: 2,000 runs x 100 epochs are written in ~0.03 s and read in ~0.01 s.
                 atomic_write(path, lambda f, t=stamped: pq.write_table(t, f, compression="none"))
             except OSError as error:
-                logger.info("cannot write the %s cache %s (%s); trying the next place", self.kind, path, error)
+                logger.info(
+                    "cannot write the %s cache %s (%s); trying the next place", self.kind, path, error
+                )
                 continue
             for other in self.paths[index + 1 :]:  # a stale fallback must not shadow this one
                 with contextlib.suppress(OSError):

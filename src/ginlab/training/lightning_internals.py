@@ -130,9 +130,9 @@ def steps_counted_by_automatic_optimization(checkpoint: dict) -> None:
     loops = checkpoint.get("loops", {}).get("fit_loop", {})
     manual = loops.get("epoch_loop.manual_optimization.optim_step_progress")
     automatic = loops.get("epoch_loop.automatic_optimization.optim_progress")
-    if manual and automatic and manual["total"]["completed"] == 0:
-        if automatic["optimizer"]["step"]["total"]["completed"]:
-            loops["epoch_loop.manual_optimization.optim_step_progress"] = automatic["optimizer"]["step"]
+    steps = automatic["optimizer"]["step"] if automatic else None
+    if manual and steps and manual["total"]["completed"] == 0 and steps["total"]["completed"]:
+        loops["epoch_loop.manual_optimization.optim_step_progress"] = steps
 
 
 def install_epoch_loop(trainer: pl.Trainer, obstacles) -> LeanEpochLoop | None:
