@@ -84,6 +84,45 @@ def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def final_state(folder):
+    import torch
+
+    return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def computed(row: dict) -> dict:
+    """A history row without what is measured rather than computed: its time and sys_* resource columns."""
+    return {k: v for k, v in row.items() if k != "time" and not k.startswith("sys_")}
+
+
+def rows_without_time(path):
+    return [computed(row) for row in read_jsonl(path)]
+
+
+def assert_same_run(a, b):
+    """Bitwise the same final weights, optimizer and scheduler state, and the same history."""
+    import torch
+
+    sa, sb = final_state(a), final_state(b)
+    assert sa["global_step"] == sb["global_step"] and sa["epoch"] == sb["epoch"]
+    assert sa["state_dict"].keys() == sb["state_dict"].keys()
+    for key in sa["state_dict"]:
+        assert torch.equal(sa["state_dict"][key], sb["state_dict"][key]), key
+    for opt_a, opt_b in zip(sa["optimizer_states"], sb["optimizer_states"], strict=False):
+        for index, state in opt_a["state"].items():
+            for name, value in state.items():
+                other = opt_b["state"][index][name]
+                assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (index, name)
+    assert sa["lr_schedulers"] == sb["lr_schedulers"]
+    for name in ("history.jsonl", "steps.jsonl"):  # steps.jsonl: only when a row fell due within an epoch
+        assert (a / name).exists() == (b / name).exists(), name
+        if (a / name).exists():
+            assert rows_without_time(a / name) == rows_without_time(b / name), name
+    history = read_jsonl(b / "history.jsonl")
+    assert [row["epoch"] for row in history] == list(range(len(history)))
+    assert read_json(a / "summary.json")["test"] == read_json(b / "summary.json")["test"]
+
+
 @pytest.fixture
 def hard_config(tmp_path) -> Path:
     path = tmp_path / "hard.gin"

@@ -68,6 +68,12 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     local.add_argument(
         "--slots", type=int, default=None, help="runs at a time (default: the number of cores)"
     )
+    local.add_argument(
+        "--fresh-processes",
+        action="store_true",
+        help="start every run as a fresh interpreter (default: fork it from a warm process that imported "
+        "torch and Lightning once; the same run folders, seconds sooner)",
+    )
     slurm = sub.add_argument_group("SLURM backend (defaults from the experiment's `slurm` settings)")
     defaults = experiment.slurm
     slurm.add_argument("--partition", default=defaults.get("partition"))
@@ -209,6 +215,7 @@ def run_command(experiment: Experiment, args) -> int:
             slots=args.slots,
             retries=args.retries,
             progress=Progress(experiment.name, console),
+            warm=not args.fresh_processes,
         )
         console.print(
             f"{experiment.name}: {len(runs)} runs, {runner.slots} at a time, "

@@ -11,6 +11,10 @@ Before starting a run the runner takes its claim (backends/claims.py): a second 
 leaves that run alone and waits for it, instead of starting it a second time.
 
 Every child gets OMP_NUM_THREADS = cores // slots so that parallel runs do not fight over the cores.
+
+A child is forked from a warm process that imported torch and Lightning once (ginlab.workers): the same
+command, pid, session, signals and exit code as a fresh `bin/train.py`, without its seconds of imports. With
+`warm=False` (`run --fresh-processes`) every run is a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from ginlab.experiments.experiment import Run
 from ginlab.experiments.progress import Progress, estimate_seconds, format_seconds
 from ginlab.runfolder import format as fmt
 from ginlab.runfolder import read_meta
+from ginlab.workers.client import WarmProcess, WarmStarter, start_command
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,7 @@ def available_cores() -> int:
 @dataclasses.dataclass
 class _Active:
     run: Run
-    process: subprocess.Popen
+    process: subprocess.Popen | WarmProcess
     started: float
     attempt: int
     log: Path
@@ -85,6 +90,9 @@ class LocalRunner:
         python: the interpreter for bin/train.py (default: this one).
         poll_seconds: how often finished children are collected.
         progress: where events and counts are shown.
+        warm: fork each run from a warm process that imported torch and Lightning once (ginlab.workers)
+            instead of starting a fresh interpreter per run: the same run folders, without seconds of imports
+            per run. False: a fresh process per run (`run --fresh-processes`).
     """
 
     def __init__(
@@ -97,6 +105,7 @@ class LocalRunner:
         python: str | None = None,
         poll_seconds: float = 0.1,
         progress: Progress | None = None,
+        warm: bool = True,
     ):
         self.root = Path(root)
         self.logs = Path(logs)
@@ -109,6 +118,8 @@ class LocalRunner:
         self.progress = progress or Progress("run")
         self._stop_requests = 0
         self._seconds: dict[str, float] = {}
+        self.warm = warm
+        self.starter: WarmStarter | None = None
 
     @property
     def stopped(self) -> bool:
@@ -129,6 +140,7 @@ class LocalRunner:
         self.logs.mkdir(parents=True, exist_ok=True)
         previous_handlers = self._install_signal_handlers()
         next_wait_check = 0.0
+        self.starter = WarmStarter(self.python) if self.warm and self.queue else None
         try:
             with self.progress:
                 self._update()
@@ -151,6 +163,8 @@ class LocalRunner:
                     self._update()
                     time.sleep(self.poll_seconds)
         finally:
+            if self.starter is not None:
+                self.starter.close()
             self._restore_signal_handlers(previous_handlers)
             for claim in self.held.values():
                 claim.release()
@@ -233,17 +247,7 @@ class LocalRunner:
                 "MKL_NUM_THREADS": str(self.threads),
                 "PYTHONUNBUFFERED": "1",
             }
-            process = subprocess.Popen(
-                command,
-                cwd=self.root,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                # The runner starts children from its main thread only, so preexec_fn is safe here.
-                preexec_fn=_terminate_with_parent(os.getpid()),  # noqa: PLW1509
-            )
+        process = start_command(command, self.root, env, log_path, self.starter)
         verb = "continuing" if continues else "starting"
         self.progress.event(f"{verb} {run.name}" + (f" (attempt {attempt})" if attempt > 1 else ""))
         return _Active(run, process, time.monotonic(), attempt, log_path, offset)
@@ -363,20 +367,3 @@ def _printed_error(job: _Active, limit: int = 6) -> str | None:
         if line.startswith("error: "):
             return "\n    ".join([line[len("error: ") :], *lines[i + 1 : i + limit]]).rstrip()
     return None
-
-
-def _terminate_with_parent(parent_pid: int):
-    """A preexec_fn asking the kernel to send the child SIGTERM when the runner dies (Linux)."""
-
-    def preexec():
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent_pid:  # the runner died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec if sys.platform.startswith("linux") else None

@@ -59,7 +59,9 @@ def _run(experiment: Experiment, args, console: Console, program: str) -> int:
     else:
         from ginlab.experiments.search.launch_local import LocalLauncher
 
-        launcher = LocalLauncher(experiment.root, paths.logs, slots=args.slots)
+        launcher = LocalLauncher(
+            experiment.root, paths.logs, slots=args.slots, warm=not getattr(args, "fresh_processes", False)
+        )
     console.print(
         f"{experiment.name}: search of {experiment.search.budget()} trials, {launcher.description}; "
         f"trials in {paths.trials}"

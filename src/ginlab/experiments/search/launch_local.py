@@ -22,12 +22,13 @@ from pathlib import Path
 from ginlab.experiments.backends.local import available_cores
 from ginlab.experiments.search.launch import SegmentEnd, TrialLauncher
 from ginlab.experiments.search.trials import TrialRun
+from ginlab.workers.client import WarmProcess, WarmStarter, start_command
 
 
 @dataclasses.dataclass
 class _Process:
     run: TrialRun
-    process: subprocess.Popen
+    process: subprocess.Popen | WarmProcess
     started: float
     log: Path
     offset: int
@@ -41,9 +42,12 @@ class LocalLauncher(TrialLauncher):
         logs: the folder of the trials' logs.
         slots: segments at a time (default: the number of cores).
         python: the interpreter for bin/train.py (default: this one).
+        warm: fork segments from a warm process (ginlab.workers) instead of a fresh interpreter each.
     """
 
-    def __init__(self, root: Path, logs: Path, slots: int | None = None, python: str | None = None):
+    def __init__(
+        self, root: Path, logs: Path, slots: int | None = None, python: str | None = None, warm: bool = True
+    ):
         self.root = Path(root)
         self.logs = Path(logs)
         self.slots = max(1, slots or available_cores())
@@ -51,6 +55,12 @@ class LocalLauncher(TrialLauncher):
         self.python = python or sys.executable
         self.description = f"{self.slots} at a time on this machine, {self.threads} torch thread(s) each"
         self._processes: dict[str, _Process] = {}
+        self.starter = WarmStarter(self.python) if warm else None
+
+    def close(self) -> None:
+        """End the warm process (the driver calls it once no segment is left)."""
+        if self.starter is not None:
+            self.starter.close()
 
     def start(self, run: TrialRun) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -67,17 +77,7 @@ class LocalLauncher(TrialLauncher):
                 "MKL_NUM_THREADS": str(self.threads),
                 "PYTHONUNBUFFERED": "1",
             }
-            process = subprocess.Popen(
-                command,
-                cwd=self.root,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                # The driver starts children from its main thread only, so preexec_fn is safe here.
-                preexec_fn=_terminate_with_parent(os.getpid()),  # noqa: PLW1509
-            )
+        process = start_command(command, self.root, env, log_path, self.starter)
         self._processes[run.name] = _Process(run, process, time.monotonic(), log_path, offset)
 
     def ended(self) -> list[SegmentEnd]:
@@ -113,20 +113,3 @@ def _printed_error(job: _Process, limit: int = 6) -> str | None:
         if line.startswith("error: "):
             return "\n    ".join([line[len("error: ") :], *lines[i + 1 : i + limit]]).rstrip()
     return None
-
-
-def _terminate_with_parent(parent_pid: int):
-    """A preexec_fn asking the kernel to send the child SIGTERM when the driver dies (Linux)."""
-
-    def preexec():
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent_pid:  # the driver died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec if sys.platform.startswith("linux") else None
