@@ -1,4 +1,5 @@
-"""Shared test helpers: run bin/train.py as a real process on tiny real or generated data.
+"""Shared test helpers: run bin/train.py as a real process on tiny real or generated data (forked from a
+warm process unless a test is about processes: see `train`).
 
 The suite runs on pytest-xdist workers, one per core (`-n auto --dist loadgroup` in pyproject.toml). Tests
 that share a module-scoped fixture go to one worker as a group (`xdist_groups`), so such a fixture is still
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,22 +49,52 @@ def env(pythonpath=()) -> dict:
     return e
 
 
-def train(*args, timeout=300, check=None, pythonpath=(), **kwargs) -> subprocess.CompletedProcess:
-    """Run bin/train.py with `args`; return the finished process (stdout and stderr as text)."""
-    proc = subprocess.run(
-        [*TRAIN, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env(pythonpath),
-        cwd=ROOT,
-        **kwargs,
-    )
+def train(
+    *args, timeout=300, check=None, pythonpath=(), fresh=False, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run bin/train.py with `args`; return the finished process (stdout and stderr as text).
+
+    The command is forked from this test worker's warm process (ginlab.workers: the same run folder, exit
+    code and output as a fresh interpreter, proven in test_workers.py) unless `fresh` or other subprocess
+    arguments are given, or GINLAB_TEST_FRESH=1: tests about processes themselves start their own."""
+    starter = None if fresh or kwargs or os.environ.get("GINLAB_TEST_FRESH") == "1" else warm_starter()
+    command = [*TRAIN, *map(str, args)]
+    if starter is None:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env(pythonpath), cwd=ROOT, **kwargs
+        )
+    else:
+        with tempfile.TemporaryDirectory(prefix="ginlab-train-") as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            process = starter.spawn(command, cwd=ROOT, env=env(pythonpath), stdout=out, stderr=err)
+            try:
+                code = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
+            proc = subprocess.CompletedProcess(command, code, out.read_text(), err.read_text())
     if check is not None and proc.returncode != check:
         raise AssertionError(
             f"exit {proc.returncode}, expected {check}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+_starter = None
+
+
+def warm_starter():
+    """This test process's warm process (started on first use, ended with the process)."""
+    global _starter
+    if _starter is None:
+        import atexit
+
+        from ginlab.workers import WarmStarter
+
+        _starter = WarmStarter()
+        atexit.register(_starter.close)
+    return _starter
 
 
 def start_train(*args) -> subprocess.Popen:
