@@ -25,8 +25,9 @@ ALLOWED = {
     "models": {"errors", "config", "registry"},
     "health": {"errors", "processes", "runfolder", "config"},
     "training": {"errors", "processes", "runfolder", "registry", "config", "data", "models", "health"},
+    "workers": {"processes", "training"},  # the server imports training; the client only processes
     "analysis": {"errors", "runfolder", "config"},
-    "experiments": {"errors", "processes", "runfolder", "config", "analysis", "training", "health"},
+    "experiments": {"errors", "processes", "runfolder", "config", "analysis", "training", "health", "workers"},
     "sync": {"errors", "processes"},
     "board": {"errors", "runfolder", "config", "analysis", "experiments"},
 }
@@ -38,6 +39,7 @@ TORCH_FREE = [
     "ginlab.config",
     "ginlab.analysis",
     "ginlab.health.watchdog",  # a small process beside every run that notifies
+    "ginlab.workers.client",  # the runner that starts runs stays light; the warm process imports torch
 ]
 LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning_fabric", "lightning")
 
