@@ -27,7 +27,16 @@ ALLOWED = {
     "training": {"errors", "processes", "runfolder", "registry", "config", "data", "models", "health"},
     "workers": {"processes", "training"},  # the server imports training; the client only processes
     "analysis": {"errors", "runfolder", "config"},
-    "experiments": {"errors", "processes", "runfolder", "config", "analysis", "training", "health", "workers"},
+    "experiments": {
+        "errors",
+        "processes",
+        "runfolder",
+        "config",
+        "analysis",
+        "training",
+        "health",
+        "workers",
+    },
     "sync": {"errors", "processes"},
     "board": {"errors", "runfolder", "config", "analysis", "experiments"},
 }
