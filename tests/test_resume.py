@@ -403,3 +403,28 @@ def test_a_failed_checkpoint_write_is_reported_and_the_previous_checkpoint_survi
     assert not list((folder / "checkpoints").glob(".*.tmp"))
     train(folder, *RELOAD, check=0)  # with space again, it finishes exactly
     assert_same_run(reference(0), folder)
+
+
+def test_a_reload_ignores_values_the_run_never_used(tmp_path):
+    # configs/toy.gin binds torch.optim.Adam.lr; a run trained with SGD never calls Adam, so its config.json
+    # has no Adam.lr, and binding it (unchanged, or even to another value) changes nothing the run computes.
+    run = tmp_path / "run"
+    sgd = "training_loop.optimizer=@torch.optim.SGD#torch.optim.SGD.lr=0.05"
+    train(run, "configs/toy.gin", "-b", f"{sgd}#training_loop.n_epochs=1", check=0)
+    assert "torch.optim.Adam.lr" not in read_json(run / "config.json")
+    train(run, "configs/toy.gin", "-b", f"{sgd}#training_loop.n_epochs=2#training_loop.reload=True", check=0)
+    train(
+        run,
+        "configs/toy.gin",
+        *RELOAD,
+        "-b",
+        f"{sgd}#training_loop.n_epochs=3#torch.optim.Adam.lr=0.5",
+        check=0,
+    )
+    assert read_json(run / "meta.json")["status"] == "finished"
+    assert [row["epoch"] for row in read_jsonl(run / "history.jsonl")] == [0, 1, 2]
+    # A value the run did use is still refused when changed.
+    refused = train(
+        run, "configs/toy.gin", *RELOAD, "-b", f"{sgd}#training_loop.n_epochs=4#toy.num_samples=512"
+    )
+    assert refused.returncode == 2 and "toy.num_samples" in refused.stderr
