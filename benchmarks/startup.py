@@ -4,6 +4,8 @@
 Measured, interleaved (the order rotates every round, so that no command always runs first), --repeats times
 each, in fresh processes:
   - `python -c "import torch"`: the floor of any PyTorch program;
+  - `python -c "import torch; torch.optim.Adam(...)"`: the floor of any PyTorch training (a torch optimizer
+    imports torch._dynamo, which `import torch` alone does not);
   - `python -c "import torch, pytorch_lightning"`: the floor of any Lightning program;
   - `bin/train.py TMP configs/cnn.gin -b training_loop.n_epochs=1`: wall time from starting the process to
     the first line on its stdout that starts with "training:" (on_train_start: everything built, the run
@@ -15,8 +17,9 @@ Printed: medians, and the ratio train-to-first-step / import torch (goal <= 2.0)
 as the median of the per-round ratios.
 
 Then one more run under `python -X importtime` breaks its imports down by whose they are: `import torch`
-itself; Lightning (pytorch_lightning, lightning_fabric, torchmetrics and everything they import, torch._dynamo,
-scipy.signal and matplotlib included); the data (what a datamodule imports when it loads); ginlab (its own
+itself; torch._dynamo (Lightning imports it first, but torch's optimizers import it too: any training pays it);
+Lightning (pytorch_lightning, lightning_fabric, torchmetrics and everything they import, scipy.signal and
+matplotlib included); the data (what a datamodule imports when it loads); ginlab (its own
 modules and what they import: gin, TensorBoard's writer ...); other (Python's own start-up, argparse). -X importtime
 inflates every import: the shares are the point, not the seconds.
 
@@ -69,7 +72,8 @@ def train_times(root: Path, folder: str, python_args=(), stderr=subprocess.DEVNU
 
 # -- the breakdown ------------------------------------------------------------------------------------------
 LIGHTNING = ("pytorch_lightning", "lightning_fabric", "lightning_utilities", "lightning", "torchmetrics")
-GROUPS = ("torch", "Lightning", "data", "ginlab", "other")
+GROUPS = ("torch", "torch._dynamo", "Lightning", "data", "ginlab", "other")
+ADAM = "import torch; torch.optim.Adam([torch.zeros(1, requires_grad=True)])"
 
 
 def owner(name: str) -> str | None:
@@ -77,6 +81,8 @@ def owner(name: str) -> str | None:
     top = name.split(".")[0]
     if name == "torch":  # `import torch` itself; torch.* modules imported later belong to whoever asked
         return "torch"
+    if name == "torch._dynamo":  # imported by Lightning first, and by torch.optim's optimizers anyway
+        return "torch._dynamo"
     if top in LIGHTNING:
         return "Lightning"
     if name.startswith("ginlab.data.") or top in ("sklearn", "mlxtend", "torchvision"):
@@ -131,6 +137,7 @@ def main() -> None:
 
     commands = {
         "import torch": lambda tmp, i: import_time("import torch"),
+        "import torch + Adam": lambda tmp, i: import_time(ADAM),
         "import torch, pytorch_lightning": lambda tmp, i: import_time("import torch, pytorch_lightning"),
         "train": lambda tmp, i: train_times(ROOT, f"{tmp}/train{i}"),
     }
@@ -151,6 +158,9 @@ def main() -> None:
     print(f"{args.repeats} interleaved rounds, {os.cpu_count()} cores, load average {load:.1f} (1 min, mean of "
           f"start and end)")  # fmt: skip
     print(f"  import torch                     {median(torch_times):6.2f} s")
+    adam = results["import torch + Adam"]
+    print(f"  import torch + Adam              {median(adam):6.2f} s   "
+          f"{median(adam) / median(torch_times):.2f} x import torch")  # fmt: skip
     lightning = results["import torch, pytorch_lightning"]
     print(f"  import torch, pytorch_lightning  {median(lightning):6.2f} s   "
           f"{median(lightning) / median(torch_times):.2f} x import torch")  # fmt: skip
@@ -171,7 +181,7 @@ def main() -> None:
         print(f"imports of one bin/train.py run under -X importtime ({total:.2f} s of imports; first progress "
               f"line at {first_step:.2f} s):")  # fmt: skip
         for group in GROUPS:
-            print(f"  {group:10s} {totals[group]:6.2f} s  {100 * totals[group] / total:5.1f} %")
+            print(f"  {group:13s} {totals[group]:6.2f} s  {100 * totals[group] / total:5.1f} %")
 
 
 if __name__ == "__main__":
