@@ -101,6 +101,17 @@ def test_digits_real_data_and_a_fixed_split():
     assert torch.equal(other.split("test")[1], dm.split("test")[1])  # the same split every time
 
 
+def test_digits_are_sklearns_digits_without_importing_sklearn():
+    from sklearn.datasets import load_digits
+
+    from ginlab.data.digits import _digits
+
+    images, target = _digits()
+    expected = load_digits()
+    assert np.array_equal(images, expected.images) and np.array_equal(target, expected.target)
+    assert images.dtype == expected.images.dtype and target.dtype == np.int64
+
+
 def test_mnist_ships_5000_real_images():
     dm = MNIST(val_fraction=0.1, test_fraction=0.1)
     assert dm.input_shape == (1, 28, 28)

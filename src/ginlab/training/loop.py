@@ -149,8 +149,9 @@ def training_loop(
         with signal_handlers_kept(), recording(run, workers, checkpointer, fresh=start.action == "fresh"):
             if broken is not None:
                 raise broken
-            run.write_config(gin.operative_config_str(), flat_config())
-            trainer.loggers = _loggers(run, mlflow)
+            config = flat_config()
+            run.write_config(gin.operative_config_str(), config)
+            trainer.loggers = _loggers(run, mlflow, config)
             # Before the other processes start: a signal is then a flag.
             checkpointer.install_signal_handlers()
             workers.start(trainer, run, lambda: checkpointer.stop_signal)
@@ -191,8 +192,9 @@ def _reload_changes(changes) -> list:
     return [cb.ReloadChanges(optimizer, scheduler, patience)] if optimizer or scheduler or patience else []
 
 
-def _loggers(run: RunFolder, mlflow) -> list:
-    """TensorBoard always, MLflow with a tracking URI; written by the folder's owner only."""
+def _loggers(run: RunFolder, mlflow, config: dict) -> list:
+    """TensorBoard always, MLflow with a tracking URI; written by the folder's owner only. `config`: the flat
+    config just written to config.json (its hyperparameters)."""
     if not run.writer:
         return []
     from pytorch_lightning.loggers import TensorBoardLogger
@@ -200,7 +202,6 @@ def _loggers(run: RunFolder, mlflow) -> list:
     loggers = [
         TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False)
     ]
-    config = flat_config()
     loggers[0].log_hyperparams(config)
     if mlflow is not None:
         record_run_id(run, mlflow)
