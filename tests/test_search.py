@@ -111,9 +111,14 @@ def journal_lines(folder: Path) -> int:
 
 
 def without_time(value):
-    """A history row or summary without its wall times (they differ between any two runs)."""
+    """A history row or summary without what is measured rather than computed (wall times, the sys_* resource
+    columns and their maxima): they differ between any two runs."""
     if isinstance(value, dict):
-        return {k: without_time(v) for k, v in value.items() if k != "time"}
+        return {
+            k: without_time(v)
+            for k, v in value.items()
+            if k != "time" and not k.startswith(("sys_", "max/sys_"))
+        }
     return value
 
 
