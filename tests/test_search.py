@@ -155,14 +155,15 @@ def test_a_search_killed_three_times_ends_as_one_never_killed(reference, tmp_pat
     main = write_search(tmp_path)
     assert cli(main, "prepare").returncode == 0
     # Three random moments spread over the whole search (however fast the machine): when the study has
-    # reached a random line of the reference's, then up to 8 s more (drawing, training, deciding, pruning).
+    # reached a random line of the reference's, then up to 1.5 s more (drawing, training, deciding, pruning:
+    # a warm-started segment of this search trains for about a second).
     moments = random.Random(7)
     marks = sorted(moments.sample(range(2, journal_lines(reference) - 6), 3))
     for mark in marks:
         driver = start_cli(main, "run", "--slots", "1")
         while journal_lines(tmp_path) < mark and driver.poll() is None:
             time.sleep(0.05)
-        time.sleep(moments.uniform(0.0, 8.0))
+        time.sleep(moments.uniform(0.0, 1.5))
         assert driver.poll() is None, "the search ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
@@ -232,13 +233,13 @@ def test_several_slots_kills_of_the_driver_and_of_trials_lose_and_repeat_nothing
         driver = start_cli(main, "run", "--slots", "2")
         while not _train_processes(trials) and driver.poll() is None:
             time.sleep(0.05)
-        time.sleep(moments.uniform(1.0, 4.0))
+        time.sleep(moments.uniform(0.2, 1.0))  # within the trial's segment (about a second, warm-started)
         for pid in _train_processes(trials)[:1]:  # an individual trial, killed outright
             os.kill(pid, signal.SIGKILL)
             killed_trials += 1
         while journal_lines(tmp_path) < mark and driver.poll() is None:
             time.sleep(0.05)
-        time.sleep(moments.uniform(0.0, 8.0))
+        time.sleep(moments.uniform(0.0, 1.5))
         assert driver.poll() is None, "the search ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()

@@ -88,6 +88,8 @@ def test_every_shipped_config_trained_warm_after_unrelated_runs_equals_it_traine
             assert process.wait(timeout=600) == expected, output(run)
         stopped = warm(starter, before / "stopped", "configs/toy.gin", "-b", "toy.num_samples=4096")
         wait_for_checkpoint(before / "stopped")
+        shown = Path(f"/proc/{stopped.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert f"bin/train.py {before / 'stopped'} configs/toy.gin" in shown  # what ps shows: the run
         stopped.send_signal(signal.SIGTERM)
         assert stopped.wait(timeout=120) == 3, output(before / "stopped")
         assert "this model breaks on purpose" in output(before / "breaks")

@@ -19,8 +19,11 @@ import contextlib
 import json
 import os
 import selectors
+import shlex
 import signal
 import sys
+
+import setproctitle
 
 # What every run needs, imported once (what a run imports beyond this, its own model or data module, the
 # child imports: it is gone with the child).
@@ -78,6 +81,8 @@ def run_child(request: dict) -> None:
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own descriptors)
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        # What ps, top and /proc/PID/cmdline show: the run's command, not the warm process's.
+        setproctitle.setproctitle(shlex.join(request["argv"]))
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -131,6 +136,9 @@ def _die_with_parent() -> None:
 def serve() -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client stops runs; a terminal's Ctrl-C is its
+    # setproctitle finds the memory of argv and the environment on its first call, while they are as the
+    # kernel laid them out (a child's title is set after it replaced its environment).
+    setproctitle.setproctitle(shlex.join(sys.orig_argv))
     for name in PRELOAD:
         __import__(name)
     sources = loaded_sources()
