@@ -209,7 +209,7 @@ def test_an_unreachable_target_is_a_warning_with_retries_and_the_run_finishes(tm
     assert "failed 3 times; giving up (the run is not affected)" in log
 
 
-@pytest.mark.slow  # 50 interpreter start-ups (torch, Lightning): 2-3 minutes on 2 idle cores
+@pytest.mark.slow  # 50 runs through the local backend (warm-started; fresh interpreters took 2-3 minutes)
 def test_a_grid_of_50_failing_runs_sends_a_handful_of_messages(tmp_path, sink):
     """Each run fails at its first training step (a model that raises: a failure at training time)."""
     config = fragile_config(tmp_path)
