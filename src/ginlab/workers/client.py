@@ -232,6 +232,27 @@ def start_command(command: list[str], cwd, env: dict, log_path, starter: WarmSta
         )
 
 
+def child_environment(threads: int) -> dict:
+    """This process's environment for a bin/train.py child that computes with `threads` torch threads."""
+    threads = str(threads)
+    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+
+
+def printed_error(log_path, offset: int, limit: int = 6) -> str | None:
+    """What bin/train.py printed after "error:" in its output appended to `log_path` from `offset` on (a
+    refusal writes nothing else): the message and up to `limit` - 1 lines after it."""
+    try:
+        with open(log_path, errors="replace") as f:
+            f.seek(offset)
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for i, line in enumerate(lines):
+        if line.startswith("error: "):
+            return "\n    ".join([line[len("error: ") :], *lines[i + 1 : i + limit]]).rstrip()
+    return None
+
+
 def _drain(stream) -> None:
     for line in stream:
         sys.stderr.write(f"[warm process] {line}")

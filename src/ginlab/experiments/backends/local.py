@@ -51,7 +51,13 @@ from ginlab.experiments.experiment import Run
 from ginlab.experiments.progress import Progress, estimate_seconds, format_seconds
 from ginlab.runfolder import format as fmt
 from ginlab.runfolder import read_meta
-from ginlab.workers.client import WarmProcess, WarmStarter, start_command
+from ginlab.workers.client import (
+    WarmProcess,
+    WarmStarter,
+    child_environment,
+    printed_error,
+    start_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +247,7 @@ class LocalRunner:
             )
             log_file.flush()
             offset = log_file.tell()
-            env = {
-                **os.environ,
-                "OMP_NUM_THREADS": str(self.threads),
-                "MKL_NUM_THREADS": str(self.threads),
-                "PYTHONUNBUFFERED": "1",
-            }
-        process = start_command(command, self.root, env, log_path, self.starter)
+        process = start_command(command, self.root, child_environment(self.threads), log_path, self.starter)
         verb = "continuing" if continues else "starting"
         self.progress.event(f"{verb} {run.name}" + (f" (attempt {attempt})" if attempt > 1 else ""))
         return _Active(run, process, time.monotonic(), attempt, log_path, offset)
@@ -283,7 +283,7 @@ class LocalRunner:
             if state.action == BUSY:
                 self._follow_plan(run, state, first=False)
                 return
-            reason = describe_exit(code, meta, _printed_error(job))
+            reason = describe_exit(code, meta, printed_error(job.log, job.log_offset))
             self._finish(
                 job,
                 Outcome(run, "refused", reason),
@@ -353,17 +353,3 @@ def _read_meta_or_none(save_dir: Path) -> dict | None:
         return read_meta(save_dir)
     except RunFolderError:  # not written (refused before), or damaged: the exit code says what happened
         return None
-
-
-def _printed_error(job: _Active, limit: int = 6) -> str | None:
-    """What bin/train.py printed after "error:" in this attempt's output (a refusal writes nothing else)."""
-    try:
-        with open(job.log, errors="replace") as f:
-            f.seek(job.log_offset)
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for i, line in enumerate(lines):
-        if line.startswith("error: "):
-            return "\n    ".join([line[len("error: ") :], *lines[i + 1 : i + limit]]).rstrip()
-    return None

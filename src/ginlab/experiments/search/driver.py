@@ -458,8 +458,7 @@ class SearchDriver:
             if self._stop_requests == 1:
                 self.progress.event(
                     "stopping: running segments write a checkpoint and exit; `run` again continues the "
-                    "search "
-                    "(Ctrl-C again: kill them)"
+                    "search (Ctrl-C again: kill them)"
                 )
 
         previous = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,13 @@ from pathlib import Path
 from ginlab.experiments.backends.local import available_cores
 from ginlab.experiments.search.launch import SegmentEnd, TrialLauncher
 from ginlab.experiments.search.trials import TrialRun
-from ginlab.workers.client import WarmProcess, WarmStarter, start_command
+from ginlab.workers.client import (
+    WarmProcess,
+    WarmStarter,
+    child_environment,
+    printed_error,
+    start_command,
+)
 
 
 @dataclasses.dataclass
@@ -71,13 +76,7 @@ class LocalLauncher(TrialLauncher):
             log_file.write(f"==== {stamp} to epoch {run.n_epochs}: {' '.join(command)}\n")
             log_file.flush()
             offset = log_file.tell()
-            env = {
-                **os.environ,
-                "OMP_NUM_THREADS": str(self.threads),
-                "MKL_NUM_THREADS": str(self.threads),
-                "PYTHONUNBUFFERED": "1",
-            }
-        process = start_command(command, self.root, env, log_path, self.starter)
+        process = start_command(command, self.root, child_environment(self.threads), log_path, self.starter)
         self._processes[run.name] = _Process(run, process, time.monotonic(), log_path, offset)
 
     def ended(self) -> list[SegmentEnd]:
@@ -88,7 +87,9 @@ class LocalLauncher(TrialLauncher):
                 continue
             del self._processes[name]
             ends.append(
-                SegmentEnd(job.run, code, time.monotonic() - job.started, job.log, _printed_error(job))
+                SegmentEnd(
+                    job.run, code, time.monotonic() - job.started, job.log, printed_error(job.log, job.offset)
+                )
             )
         return ends
 
@@ -99,17 +100,3 @@ class LocalLauncher(TrialLauncher):
         for job in self._processes.values():
             with contextlib.suppress(ProcessLookupError):
                 job.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-
-
-def _printed_error(job: _Process, limit: int = 6) -> str | None:
-    """What bin/train.py printed after "error:" in this segment's output."""
-    try:
-        with open(job.log, errors="replace") as f:
-            f.seek(job.offset)
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for i, line in enumerate(lines):
-        if line.startswith("error: "):
-            return "\n    ".join([line[len("error: ") :], *lines[i + 1 : i + limit]]).rstrip()
-    return None
