@@ -182,7 +182,10 @@ def write_experiment(root, name: str = "tune_lr", lrs=(0.001, 0.01), seeds=(0, 1
 class BoardServer:
     """A board served by uvicorn in a thread on a free loopback port (what bin/board.py runs)."""
 
-    def __init__(self, root, token: str | None = None, loopback: bool = True, stale_after: float = 300.0):
+    def __init__(
+        self, root, token: str | None = None, loopback: bool = True, stale_after: float = 300.0, board=None
+    ):
+        """`board`: serve this one (a StartingBoard, as bin/board.py does) instead of a checked Board."""
         import threading
 
         import uvicorn
@@ -191,9 +194,11 @@ class BoardServer:
         from ginlab.board.serve import _bind
         from ginlab.board.server import build_app
 
-        self.board = Board(str(root), stale_after=stale_after)
-        self.board.start()
-        self.board.wait_checked(60)
+        self.board = board
+        if board is None:
+            self.board = Board(str(root), stale_after=stale_after)
+            self.board.start()
+            self.board.wait_checked(60)
         sock = _bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
         config = uvicorn.Config(build_app(self.board, token, loopback), log_level="warning", lifespan="off")

@@ -315,15 +315,19 @@ def test_export_writes_a_self_contained_page_of_the_view(tree, tmp_path):
     assert data["curves"]["series"][0]["runs"] == 6
 
 
-def test_importing_the_board_loads_no_torch_or_lightning():
+def test_the_board_starts_serving_without_pandas_and_never_loads_torch():
+    """What bin/board.py imports before it serves the page holds no pandas, pyarrow or numpy (they load in a
+    thread meanwhile, ginlab.board.starting); the data layer imports neither torch nor Lightning."""
     code = (
-        "import sys, ginlab.board, ginlab.board.server; "
-        "print(sorted(m for m in sys.modules "
-        "if m.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning')))"
+        "import json, sys, ginlab.board, ginlab.board.server, ginlab.board.starting, ginlab.board.first_view\n"
+        "modules = lambda names: sorted(m for m in sys.modules if m.split('.')[0] in names)\n"
+        "serving = modules(('pandas', 'pyarrow', 'numpy'))\n"
+        "import ginlab.board.data\n"
+        "print(json.dumps([serving, modules(('torch', 'lightning', 'pytorch_lightning'))]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
-    assert out.stdout.strip() == "[]"
+    assert json.loads(out.stdout) == [[], []]
 
 
 def board_py(*args, env=None, timeout=60) -> subprocess.CompletedProcess:

@@ -262,6 +262,36 @@ def test_a_live_run_shows_new_epochs_within_5_seconds(browser, served, tree):
     assert time.monotonic() - started < 5
 
 
+def test_a_seen_tree_shows_its_first_rows_before_the_board_is_loaded(browser, tmp_path):
+    """bin/board.py's start: the page and its first rows come from the first view on disk while the board
+    loads; once it is loaded the page takes the board's answers, with the same rows."""
+    from ginlab.board.data import Board
+    from ginlab.board.first_view import FirstView
+    from ginlab.board.starting import StartingBoard
+
+    root = tmp_path / "results"
+    write_sweep(root, lrs=(0.001, 0.01), seeds=(0, 1, 2), n_epochs=12)
+    write_run(root / "live", status="running", lr=0.003, n_epochs=12, epochs=4, heartbeat_age=0)
+    Board(str(root)).table.refresh()  # seen: the table cache and its first view written
+    runs = load_runs(root)
+    names = sorted(os.path.relpath(run, root) for run in runs["run"])
+    starting = StartingBoard(str(root.resolve()), FirstView.load(str(root.resolve())))
+    server = BoardServer(root, board=starting)  # not started: nothing but the first view can answer
+    try:
+        open_view(browser, server)
+        assert js(browser, "board.version") == 0 and js(browser, "board.total") == len(names) == 7
+        assert shown_names(browser) == names
+        assert cell_text(browser, 0, "status") == "running" and cell_text(browser, 0, "progress") == "4/12"
+        wait_for(browser, "document.getElementById('live').textContent.startsWith('checking runs')")
+
+        starting.start()  # the board loads, checks every run, and the page follows
+        wait_for(browser, "board.version > 0 && document.getElementById('live').textContent === 'live'", 30)
+        wait_for(browser, SHOWN)
+        assert shown_names(browser) == names and not js(browser, "board.errors.length")
+    finally:
+        server.close()
+
+
 def test_run_page_shows_config_differences_and_log(browser, served, tree):
     name = "sweep/lr=0.01_width=64_seed=1"
     open_view(browser, served, "run=" + quote(name) + "&cmp=" + quote("sweep/lr=0.001_width=64_seed=1"))

@@ -26,7 +26,8 @@ ALLOWED = {
     "health": {"errors", "processes", "runfolder", "config"},
     "training": {"errors", "processes", "runfolder", "registry", "config", "data", "models", "health"},
     "workers": {"processes", "training"},  # the server imports training; the client only processes
-    "analysis": {"errors", "runfolder", "config"},
+    "caches": {"runfolder"},  # the runfolder writer (atomic replace), imported only when a cache is written
+    "analysis": {"errors", "runfolder", "config", "caches"},
     "experiments": {
         "errors",
         "processes",
@@ -38,7 +39,7 @@ ALLOWED = {
         "workers",
     },
     "sync": {"errors", "processes"},
-    "board": {"errors", "runfolder", "config", "analysis", "experiments"},
+    "board": {"errors", "runfolder", "config", "caches", "analysis", "experiments"},
 }
 # Importing these must not load torch or Lightning (analysis scripts, bin/runs.py, the board start at once).
 TORCH_FREE = [

@@ -1,7 +1,7 @@
 """A consolidated parquet copy of many runs' histories, so that reading them again takes one file read.
 
 The cache of the runs under a folder ROOT is `ROOT/.ginlab-cache/histories.parquet`, or its fallback
-(ginlab.analysis.parquet_cache). When neither can be written, histories are read without a cache.
+(ginlab.caches). When neither can be written, histories are read without a cache.
 
 Each run's rows are valid while its history.jsonl keeps the size and modification time they were read at:
 an appended epoch, a rewrite on reload or a new run is noticed and only those runs are read again. Runs are
@@ -15,7 +15,7 @@ import os
 
 import pyarrow as pa
 
-from ginlab.analysis.parquet_cache import FOLDER_NAME, ParquetCache
+from ginlab.caches import FOLDER_NAME, ParquetCache
 
 CACHE_VERSION = 1
 FILE_NAME = "histories.parquet"

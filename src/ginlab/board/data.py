@@ -21,8 +21,10 @@ from typing import Any
 import pandas as pd
 
 from ginlab.board import experiments as experiment_pages
+from ginlab.board.first_view import ROWS as FIRST_VIEW_ROWS
+from ginlab.board.first_view import save_first_view
 from ginlab.board.histories import DIRECT_LIMIT, band, curve, metric_names, read_histories
-from ginlab.board.paths import BoardError, resolve_inside
+from ginlab.board.paths import BoardError, resolve_inside, results_root
 from ginlab.board.query import (
     View,
     group_members,
@@ -56,11 +58,8 @@ class Board:
     """The runs under one results root, as the page sees them."""
 
     def __init__(self, root: str, stale_after: float = STALE_AFTER_SECONDS):
-        path = os.path.realpath(root)
-        if not os.path.isdir(path):
-            raise BoardError(f"{root}: no such folder; give the folder that holds your run folders")
-        self.root = path
-        self.table = RunsTable(path, stale_after)
+        self.root = path = results_root(root)
+        self.table = RunsTable(path, stale_after, after_save=self._save_first_view)
         self.table.load_cached()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,6 +78,14 @@ class Board:
             self._thread.join(timeout=10)
         if self.table.checked:
             self.table.save()
+
+    def loaded(self) -> Board:
+        """This board (a `StartingBoard` answers the same once its board is loaded)."""
+        return self
+
+    def first_answer_sent(self) -> None:
+        """The page has its first rows (from the first view on disk): the check need not wait for them."""
+        self._answered.set()
 
     def wait_checked(self, timeout: float = 600.0) -> bool:
         """Wait until every run was compared with its files once (for tests and the export)."""
@@ -252,6 +259,20 @@ class Board:
             "checked": self.table.checked,
             "total": len(self.table.frame),
         }
+
+    # -- the first view on disk ------------------------------------------------------------------------
+
+    def _save_first_view(self, cache_path: str) -> None:
+        """Beside the table cache just written: what its table answers to the page's first requests."""
+        frame = self.table.frame
+        _, page = page_of_runs(frame, View(), None, 0, FIRST_VIEW_ROWS)
+        running = frame[frame["status"] == "running"] if len(frame) else frame
+        silence = {}
+        if len(running):
+            now = pd.Timestamp.now(tz="UTC")
+            beat = running["heartbeat"].fillna(running["start"])
+            silence = dict(zip(running.index, (now - beat).dt.total_seconds().fillna(0.0), strict=True))
+        save_first_view(cache_path, self.meta(), rows_json(page), silence, self.table.stale_after)
 
     # -- helpers -----------------------------------------------------------------------------------------
 

@@ -18,6 +18,14 @@ class OutsideRootError(BoardError):
     """A requested path is absolute, has `..` parts, or leads out of the results root."""
 
 
+def results_root(root: str) -> str:
+    """The real path of the folder a board is started on; BoardError when it is not a folder."""
+    path = os.path.realpath(root)
+    if not os.path.isdir(path):
+        raise BoardError(f"{root}: no such folder; give the folder that holds your run folders")
+    return path
+
+
 def resolve_inside(root: str, relative: str) -> str:
     """The real path of `relative` under `root`, which must not leave it.
 

@@ -1,4 +1,8 @@
-"""Starting the board: check the assets, read the tree, bind, print the URL, serve until Ctrl-C.
+"""Starting the board: check the assets, bind, print the URL, serve until Ctrl-C; the data loads meanwhile.
+
+What a start does before the page can be served is kept to the standard library, the web server and the
+first view on disk (ginlab.board.starting): pandas and the runs table load in a thread while the browser
+loads the page, so that a results tree seen before shows its rows within a second of starting.
 
 serve("results")                               # http://127.0.0.1:8765/ (or a free port)
 serve("results", host="0.0.0.0", port=8765)    # a token is printed and required
@@ -15,10 +19,10 @@ import sys
 import time
 
 from ginlab.board.assets import check_assets
-from ginlab.board.data import Board
-from ginlab.board.export import export_html, view_state
-from ginlab.board.paths import BoardError
+from ginlab.board.first_view import FirstView
+from ginlab.board.paths import BoardError, results_root
 from ginlab.board.server import build_app, is_loopback
+from ginlab.board.starting import StartingBoard
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +41,19 @@ def serve(root: str, host: str = "127.0.0.1", port: int | None = None, *, out=sy
     Raises:
         BoardError: the assets are not installed, the root does not exist, or the port is taken.
     """
-    import uvicorn
-
     check_assets()
     started = time.monotonic()
-    board = Board(root)
+    path = results_root(root)
+    first = FirstView.load(path)
     loopback = is_loopback(host)
     token = None if loopback else secrets.token_urlsafe(24)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    board.start()
     shown_host = host if loopback else (socket.gethostname() if host in ("0.0.0.0", "::") else host)
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
     url = f"http://{shown_host}:{bound_port}/" + (f"?token={token}" if token else "")
-    print(f"ginlab board of {board.root}: {url}", file=out, flush=True)
+    print(f"ginlab board of {path}: {url}", file=out, flush=True)
     if token:
         print("  (bound to a non-loopback address: every request needs this token)", file=out, flush=True)
     if loopback and host != "localhost":
@@ -60,10 +62,17 @@ def serve(root: str, host: str = "127.0.0.1", port: int | None = None, *, out=sy
             file=out,
             flush=True,
         )
-    logger.info("board ready in %.2f s", time.monotonic() - started)
-    config = uvicorn.Config(
-        build_app(board, token, loopback), log_level="warning", access_log=False, lifespan="off"
+    import uvicorn  # the browser can already connect: the socket listens
+
+    board = StartingBoard(path, first)
+    app = build_app(board, token, loopback)
+    board.start()
+    logger.info(
+        "serving in %.2f s (%s)",
+        time.monotonic() - started,
+        "first rows on disk" if first else "no first view",
     )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
@@ -83,6 +92,9 @@ def export_view(root: str, target: str, view: str = "") -> str:
     Raises:
         BoardError: the assets are missing, the root does not exist, or the view cannot be computed.
     """
+    from ginlab.board.data import Board
+    from ginlab.board.export import export_html, view_state
+
     check_assets()
     board = Board(root)
     board.table.refresh()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import logging
 import secrets
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -25,10 +26,12 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from ginlab.board.assets import VENDOR, asset_path
-from ginlab.board.data import Board
 from ginlab.board.export import export_html
-from ginlab.board.expression import ExpressionError
 from ginlab.board.paths import BoardError, OutsideRootError
+
+if TYPE_CHECKING:  # not imported to serve: the data layer loads in a thread while the page is served
+    from ginlab.board.data import Board
+    from ginlab.board.starting import StartingBoard
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +44,11 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def build_app(board: Board, token: str | None = None, loopback: bool = True) -> Starlette:
+def build_app(board: Board | StartingBoard, token: str | None = None, loopback: bool = True) -> Starlette:
     """The ASGI app serving `board`.
 
     Args:
-        board: the data.
+        board: the data: a Board, or a StartingBoard that answers what it can while its Board loads.
         token: when given, every request must carry it (for a board bound to a non-loopback address).
         loopback: the server is bound to a loopback address: check the Host header.
     """
@@ -110,7 +113,7 @@ def build_app(board: Board, token: str | None = None, loopback: bool = True) -> 
     def export(request: Request) -> Response:
         state = request.url.query
         state = "&".join(p for p in state.split("&") if not p.startswith("token="))
-        document = export_html(board, state)
+        document = export_html(board.loaded(), state)
         return HTMLResponse(
             document, headers={"Content-Disposition": 'attachment; filename="board-view.html"'}
         )
@@ -134,7 +137,7 @@ def build_app(board: Board, token: str | None = None, loopback: bool = True) -> 
     ]
     exception_handlers = {
         OutsideRootError: lambda request, error: _error(403, str(error)),
-        ExpressionError: lambda request, error: _error(400, str(error)),
+        # A filter expression that cannot be evaluated (ExpressionError) is a 400 as well.
         BoardError: lambda request, error: _error(404 if str(error).startswith("no ") else 400, str(error)),
         ValueError: lambda request, error: _error(400, f"bad request: {error}"),
     }

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -40,11 +41,24 @@ MAX_CHUNK_RUNS = 8000
 
 
 class RunsTable:
-    """The runs under one root, read with load_runs, cached on disk, re-read where files changed."""
+    """The runs under one root, read with load_runs, cached on disk, re-read where files changed.
 
-    def __init__(self, root: str, stale_after: float = STALE_AFTER_SECONDS):
+    Args:
+        root: the results root.
+        stale_after: seconds of heartbeat silence after which a running run is stale.
+        after_save: called with the table cache's path each time it was written (the board writes its
+            first view beside it, ginlab.board.first_view).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        stale_after: float = STALE_AFTER_SECONDS,
+        after_save: Callable[[str], None] | None = None,
+    ):
         self.root = root
         self.stale_after = stale_after
+        self.after_save = after_save
         self.root_is_run = os.path.isfile(os.path.join(root, "meta.json"))
         self.cache = TableCache(root, self.root_is_run)
         self.frame = _empty()
@@ -131,9 +145,14 @@ class RunsTable:
 
     def save(self) -> None:
         """Write the table cache now."""
-        self.cache.save(self.frame.reset_index(drop=True).drop(columns=["run"], errors="ignore"))
+        path = self.cache.save(self.frame.reset_index(drop=True).drop(columns=["run"], errors="ignore"))
         self._saved_at = time.monotonic()
         self._dirty = False
+        if path is not None and self.after_save is not None:
+            try:
+                self.after_save(path)
+            except Exception as error:  # the cache itself is written; the next start is only slower
+                logger.warning("could not write what goes beside the table cache %s: %s", path, error)
 
     def live_names(self) -> list[str]:
         """Runs whose files change by themselves: running, and unreadable (perhaps being created).

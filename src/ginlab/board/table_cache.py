@@ -1,9 +1,9 @@
 """The board's copy of the runs table on disk, so that a results tree seen before paints at once.
 
-It lives where ginlab.analysis keeps its history cache: the `.ginlab-cache/` folder at the top of the
+It lives where ginlab.analysis keeps its history cache (ginlab.caches): the `.ginlab-cache/` folder at the top of the
 results tree (`ROOT/.ginlab-cache/board-runs.parquet`; for a board started on a single run folder, in the
 folder holding it, never inside a run folder), or `$XDG_CACHE_HOME/ginlab/board/<hash>.parquet` when that
-cannot be written (ginlab.analysis.parquet_cache). Each row keeps the signature of the files it was read from
+cannot be written (ginlab.caches). Each row keeps the signature of the files it was read from
 (ginlab.board.scan): a row whose files changed is read again.
 """
 
@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow as pa
+from ginlab.caches import FOLDER_NAME, ParquetCache
 
-from ginlab.analysis.parquet_cache import FOLDER_NAME, ParquetCache
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class TableCache:
 
     def save(self, frame: pd.DataFrame) -> str | None:
         """Write the table where it can be written; the path written, or None."""
+        import pyarrow as pa
+
         try:
             table = pa.Table.from_pandas(frame, preserve_index=False)
         except (pa.ArrowException, TypeError, ValueError) as error:

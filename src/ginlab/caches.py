@@ -15,11 +15,13 @@ import hashlib
 import json
 import logging
 import os
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-from ginlab.runfolder.atomic import atomic_write
+# pyarrow and the writer are imported where they are used: the board's start finds its cache files (this
+# module) before it imports pandas and pyarrow, so that it shows rows sooner (ginlab.board.first_view).
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class ParquetCache:
 
     def load(self) -> tuple[pa.Table | None, dict]:
         """The newest usable cached table and its metadata; (None, {}) when there is none."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         candidates = []
         for path in self.paths:
             with contextlib.suppress(OSError):
@@ -63,6 +68,10 @@ class ParquetCache:
 
     def save(self, table: pa.Table, info: dict) -> str | None:
         """Write the table (with `info` in its metadata) where it can be written; that path, or None."""
+        import pyarrow.parquet as pq
+
+        from ginlab.runfolder.atomic import atomic_write
+
         for index, path in enumerate(self.paths):
             # In ROOT's own cache folder the root is "." (the tree can move); elsewhere it is ROOT's path.
             inside = path.startswith(os.path.join(self.root, FOLDER_NAME) + os.sep)
