@@ -187,3 +187,45 @@ def test_a_board_that_cannot_load_says_why_on_every_request(tmp_path):
         starting.loaded(timeout=60)
     with pytest.raises(BoardError, match="could not read"):
         starting.meta()
+
+
+def test_bin_board_py_serves_a_tree_never_seen_then_seen_and_stops_cleanly(tmp_path):
+    """The real program, twice on the same tree: the board loads in a thread of the running server. (Loading
+    it in a thread that then ended crashed the process on its first /api/meta: pyarrow's memory pool belongs
+    to the thread that first used it.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from board_runs import request
+
+    root = tmp_path / "results"
+    write_sweep(root, lrs=(0.001, 0.01), seeds=(0, 1))
+    write_run(root / "live", status="running", lr=0.003)
+    program = Path(__file__).resolve().parents[1] / "bin" / "board.py"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    for seen in (False, True):
+        process = subprocess.Popen([sys.executable, str(program), str(root), "--port", "0", "--verbose"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        try:
+            url = process.stdout.readline().split(": ", 1)[1].strip()
+            if seen:
+                status, meta, _ = request(url + "api/meta")  # at once: from the first view if not loaded yet
+                assert status == 200 and meta["total"] == 5
+            # The first request after the load (what crashed): from a thread the server starts only now.
+            while "board loaded" not in (line := process.stderr.readline()) and line:
+                pass
+            time.sleep(0.2)
+            deadline = time.monotonic() + 60
+            while not request(url + "api/changes?since=0")[1]["checked"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert request(url + "api/meta")[1]["total"] == 5
+            status, answer, _ = request(url + "api/runs?start=0&end=200&sort=Adam.lr:desc")
+            assert status == 200 and answer["rows"][0]["Adam.lr"] == 0.01 and answer["version"] >= 1
+            assert process.poll() is None
+        finally:
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert (root / ".ginlab-cache" / "board-runs.first.json").is_file()

@@ -69,12 +69,12 @@ class Board:
 
     def start(self) -> None:
         """Check every run against its files in the background, then follow the live ones."""
-        self._thread = threading.Thread(target=self._follow, name="board-refresh", daemon=True)
+        self._thread = threading.Thread(target=self.follow, name="board-refresh", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
         if self.table.checked:
             self.table.save()
@@ -94,7 +94,11 @@ class Board:
             time.sleep(0.02)
         return self.table.checked
 
-    def _follow(self) -> None:
+    def follow(self) -> None:
+        """What `start` runs in its thread, here in the calling one: check every run against its files, then
+        follow the live ones, until `stop`."""
+        if self._thread is None:
+            self._thread = threading.current_thread()
         # With rows from the cache, let the first page get them before the check competes for the CPU.
         if len(self.table.frame):
             self._answered.wait(FIRST_ANSWER_WAIT_SECONDS)

@@ -41,10 +41,14 @@ class StartingBoard:
         self._stopping = False
 
     def start(self) -> None:
-        """Load the board in a thread, then let it check every run and follow the live ones."""
-        threading.Thread(target=self._load, name="board-load", daemon=True).start()
+        """Load the board in a thread, which then checks every run and follows the live ones."""
+        threading.Thread(target=self._load_and_follow, name="board-refresh", daemon=True).start()
 
-    def _load(self) -> None:
+    def _load_and_follow(self) -> None:
+        # The thread that imports pyarrow must live as long as the process: pyarrow's memory pool (mimalloc)
+        # belongs to the thread that first used it, and the next use after that thread ended crashed the
+        # process (a segmentation fault, on the first /api/meta of a tree never seen). So this thread does
+        # not end after loading: it becomes the board's reading thread.
         started = time.monotonic()
         try:
             from ginlab.board.data import Board  # pandas: the slow part of a start
@@ -52,15 +56,16 @@ class StartingBoard:
             board = Board(self.root)
             if self._answered:
                 board.first_answer_sent()
-            if not self._stopping:
-                board.start()
             self._board = board
             logger.info("board loaded in %.2f s", time.monotonic() - started)
         except BaseException as error:  # every request then says why
             logger.exception("the board could not load %s", self.root)
             self._error = error
+            return
         finally:
             self._loaded.set()
+        if not self._stopping:
+            board.follow()
 
     def loaded(self, timeout: float | None = None) -> Board:
         """The board, once loaded (waits for it)."""
