@@ -2,7 +2,8 @@
 
 `serve` binds, prints the URL and starts the web server before the board's data layer is even imported
 (pandas and pyarrow take most of a second on 2 cores). `StartingBoard` stands in for the `Board` meanwhile:
-it loads the real one in a thread, answers /api/meta, the default view's first block and /api/changes from the
+it loads the real one in a thread (once the page has its first rows, or a request needs the board, or after
+LOAD_WAITS_AT_MOST_SECONDS), answers /api/meta, the default view's first block and /api/changes from the
 first view on disk (ginlab.board.first_view) until then, and hands every other request to the board once it
 is loaded (each waits in the server's thread pool, never in its event loop).
 """
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# With a first view, the board's load (a second of a core, and the GIL) waits until the page has its first rows,
+# a request needs the board, or this many seconds passed: the page is served faster without that beside it.
+LOAD_WAITS_AT_MOST_SECONDS = 2.0
+
 
 class StartingBoard:
     """A `Board` that is still loading, with the same answers (see the module's docstring).
@@ -38,6 +43,7 @@ class StartingBoard:
         self._board: Board | None = None
         self._error: BaseException | None = None
         self._answered = False  # the page got its first rows from the first view
+        self._go = threading.Event()  # load now: the first rows were sent, or a request needs the board
         self._stopping = False
 
     def start(self) -> None:
@@ -49,6 +55,8 @@ class StartingBoard:
         # belongs to the thread that first used it, and the next use after that thread ended crashed the
         # process (a segmentation fault, on the first /api/meta of a tree never seen). So this thread does
         # not end after loading: it becomes the board's reading thread.
+        if self._first is not None:
+            self._go.wait(LOAD_WAITS_AT_MOST_SECONDS)
         started = time.monotonic()
         try:
             from ginlab.board.data import Board  # pandas: the slow part of a start
@@ -69,6 +77,7 @@ class StartingBoard:
 
     def loaded(self, timeout: float | None = None) -> Board:
         """The board, once loaded (waits for it)."""
+        self._go.set()
         if not self._loaded.wait(timeout):
             raise BoardError(f"the board of {self.root} is still loading; try again in a moment")
         if self._board is None:
@@ -95,6 +104,7 @@ class StartingBoard:
         if answer is None:
             return self.loaded().runs(params, start, end)
         self._answered = True
+        self._go.set()
         return answer
 
     def changes(self, since: int) -> dict[str, Any]:
