@@ -18,10 +18,10 @@ import socket
 import sys
 import time
 
+from ginlab.board.access import is_loopback
 from ginlab.board.assets import check_assets
 from ginlab.board.first_view import FirstView
 from ginlab.board.paths import BoardError, results_root
-from ginlab.board.server import build_app, is_loopback
 from ginlab.board.starting import StartingBoard
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,10 @@ def serve(root: str, host: str = "127.0.0.1", port: int | None = None, *, out=sy
             file=out,
             flush=True,
         )
-    import uvicorn  # the browser can already connect: the socket listens
+    # The browser can connect from here on (the socket listens); the web server is imported meanwhile.
+    import uvicorn
+
+    from ginlab.board.server import build_app
 
     board = StartingBoard(path, first)
     app = build_app(board, token, loopback)

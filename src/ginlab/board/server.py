@@ -1,11 +1,6 @@
 """The board's web server: routes to ginlab.board.data, the page's assets, and the access rules.
 
-Access rules (docs/board.md, "Safety"):
-- Bound to a loopback address (the default, 127.0.0.1), it answers only requests whose Host is a loopback
-  name (localhost, 127.0.0.1, [::1], any port: `ssh -L` keeps it so), so a web page elsewhere cannot read
-  it through a DNS name that points at 127.0.0.1.
-- Bound to any other address, every request must carry the token printed at start: `?token=` (the page
-  then keeps it in a cookie), the `X-Board-Token` header, or that cookie.
+- Every request is checked against ginlab.board.access (the Host of a loopback board, the token of any other).
 - Paths in requests are names relative to the results root (ginlab.board.paths).
 - It only reads: no route writes anything, and the runs-table cache goes to `.ginlab-cache/`.
 """
@@ -14,9 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
-import secrets
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from ginlab.board.access import COOKIE, refusal
 from ginlab.board.assets import VENDOR, asset_path
 from ginlab.board.export import export_html
 from ginlab.board.paths import BoardError, OutsideRootError
@@ -35,13 +29,7 @@ if TYPE_CHECKING:  # not imported to serve: the data layer loads in a thread whi
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-COOKIE = "ginlab_board_token"
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
-
-
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def build_app(board: Board | StartingBoard, token: str | None = None, loopback: bool = True) -> Starlette:
@@ -162,7 +150,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class AccessRules:
-    """ASGI middleware: the Host check of a loopback board and the token of any other."""
+    """ASGI middleware: refuses a request that ginlab.board.access says must be refused."""
 
     def __init__(self, app, token: str | None, loopback: bool):
         self.app = app
@@ -174,42 +162,13 @@ class AccessRules:
             await self.app(scope, receive, send)
             return
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-        problem = self.refuse(headers, scope.get("query_string", b"").decode("latin-1"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        problem = refusal(headers, query, self.token, self.loopback)
         if problem:
             status, message = problem
             await _error(status, message)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def refuse(self, headers: dict[str, str], query: str) -> tuple[int, str] | None:
-        """(status, message) when the request must be refused, else None."""
-        if self.loopback:
-            host = headers.get("host", "")
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if not is_loopback(name):
-                return 403, (
-                    f"this board answers only requests to localhost, not to {host!r}; open "
-                    "http://127.0.0.1:PORT/ (over ssh: ssh -L PORT:localhost:PORT, then the same URL)"
-                )
-        if self.token is None:
-            return None
-        given = (
-            (parse_qs(query).get("token") or [None])[0] or headers.get("x-board-token") or _cookie(headers)
-        )
-        if given is None or not secrets.compare_digest(given.encode(), self.token.encode()):
-            return 401, (
-                "this board needs its token: open the URL with ?token=... that bin/board.py printed when it "
-                "started (it is bound to a non-loopback address, so every request must carry it)"
-            )
-        return None
 
-
-def _cookie(headers: dict[str, str]) -> str | None:
-    for part in headers.get("cookie", "").split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == COOKIE:
-            return value
-    return None
-
-
-__all__ = ["AccessRules", "build_app", "is_loopback"]
+__all__ = ["AccessRules", "build_app"]
