@@ -182,16 +182,7 @@ def run_command(experiment: Experiment, args) -> int:
     if args.backend == "slurm":
         from ginlab.experiments.backends.slurm import SlurmBackend, SlurmOptions
 
-        options = SlurmOptions(
-            partition=args.partition,
-            time=args.time,
-            cpus=args.cpus,
-            gpus=args.gpus,
-            mem=args.mem,
-            signal_seconds=args.signal_seconds,
-            max_parallel=args.max_parallel,
-            extra=args.sbatch,
-        )
+        options = SlurmOptions.from_arguments(args)
         backend = SlurmBackend(
             experiment.name,
             experiment.root,

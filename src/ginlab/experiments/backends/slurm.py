@@ -89,6 +89,20 @@ class SlurmOptions:
     max_parallel: int | None = None
     extra: list[str] = dataclasses.field(default_factory=list)
 
+    @classmethod
+    def from_arguments(cls, args) -> SlurmOptions:
+        """The options given to `main.py run --backend slurm` (ginlab.experiments.cli's arguments)."""
+        return cls(
+            partition=args.partition,
+            time=args.time,
+            cpus=args.cpus,
+            gpus=args.gpus,
+            mem=args.mem,
+            signal_seconds=args.signal_seconds,
+            max_parallel=args.max_parallel,
+            extra=args.sbatch,
+        )
+
     def directives(self) -> list[str]:
         """The #SBATCH lines of these options, every value quoted for sbatch."""
         values = {

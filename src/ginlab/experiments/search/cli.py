@@ -3,6 +3,8 @@ with the same arguments as the grid's."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from rich.console import Console
 
 from ginlab.experiments.experiment import Experiment
@@ -46,13 +48,16 @@ def _run(experiment: Experiment, args, console: Console, program: str) -> int:
     prepared = load_prepared_search(experiment, experiment.search)
     paths = SearchPaths(experiment.paths.base)
     if args.backend == "slurm":
-        from ginlab.experiments.search.launch_slurm import SlurmLauncher, options_from_args
+        from ginlab.experiments.backends.slurm import SlurmOptions
+        from ginlab.experiments.search.launch_slurm import SlurmLauncher
 
+        # Each segment is a one-element array: --max-parallel limits the search's slots, not an array.
+        options = dataclasses.replace(SlurmOptions.from_arguments(args), max_parallel=None)
         launcher = SlurmLauncher(
             experiment.name,
             experiment.root,
             paths.slurm,
-            options_from_args(args),
+            options,
             slots=args.slots or args.max_parallel or DEFAULT_SLURM_SLOTS,
             poll_seconds=args.poll,
         )

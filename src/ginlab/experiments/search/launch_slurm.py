@@ -24,19 +24,6 @@ from ginlab.runfolder import read_meta, run_status
 UNREACHABLE_SECONDS = 300  # how long the queue may not answer before the driver gives up
 
 
-def options_from_args(args) -> SlurmOptions:
-    """The SLURM options of `run --backend slurm` (experiments/cli.py's arguments)."""
-    return SlurmOptions(
-        partition=args.partition,
-        time=args.time,
-        cpus=args.cpus,
-        gpus=args.gpus,
-        mem=args.mem,
-        signal_seconds=args.signal_seconds,
-        extra=args.sbatch,
-    )
-
-
 @dataclasses.dataclass
 class _Job:
     run: TrialRun
