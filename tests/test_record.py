@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,6 +102,79 @@ def test_a_folder_that_is_not_a_run_is_never_written(tmp_path, capsys, content):
         assert ("config.json" in err) if content == "user files" else ("checkpoints/" in err)
         assert "Choose another SAVE_DIR, or move these files away" in err
     assert tree_snapshot(folder) == before
+
+
+def test_meta_json_is_written_last_so_a_run_folder_always_holds_its_configs(tmp_path, monkeypatch):
+    """A start killed at any moment leaves either a run with its configs and environment, or no run."""
+    import ginlab.runfolder.writer as writer
+
+    written = []
+    for name in ("atomic_write_json", "atomic_write_text", "atomic_write_bytes"):
+        original = getattr(writer, name)
+        monkeypatch.setattr(writer, name, lambda path, data, _f=original: (written.append(
+            Path(path).relative_to(run)), _f(path, data))[1])  # fmt: skip
+    run = tmp_path / "run"
+    folder = writer.RunFolder(run)
+    folder.acquire()
+    try:
+        folder.create(["bin/train.py", str(run), str(TOY)], [TOY], ["a.b=1"], 1)
+    finally:
+        folder.release()
+    assert written[-1] == Path("meta.json")
+    assert {Path("environment.json"), Path("configs/00-toy.gin"), Path("configs/bindings.gin")} <= set(
+        written
+    )
+
+
+def leftovers_of_a_killed_start(folder: Path) -> None:
+    """What a bin/train.py killed before its meta.json leaves: its lock info, some creation files, a
+    temporary file of an atomic write."""
+    folder.mkdir(parents=True)
+    (folder / ".lock").write_text("")
+    (folder / ".lock.json").write_text(
+        '{"host": "elsewhere", "pid": 999999, "started": "2026-12-03T00:00:00"}'
+    )
+    (folder / "environment.json").write_text("{}")
+    (folder / "configs").mkdir()
+    (folder / "configs" / "00-older.gin").write_text("training_loop.n_epochs = 99\n")
+    (folder / ".meta.json.x1y2.tmp").write_text('{"status": "runn')
+
+
+@pytest.mark.parametrize("reload", [None, "auto"])
+def test_a_start_killed_before_its_meta_json_is_started_again(tmp_path, reload):
+    run = tmp_path / "run"
+    leftovers_of_a_killed_start(run)
+    bindings = ["-b", 'training_loop.reload="auto"'] if reload else []
+    proc = train(run, TOY, *bindings)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (run / "configs").iterdir()) == ["00-toy.gin", "bindings.gin"]
+    assert not list(run.glob(".*.tmp"))
+    meta = read_json(run / "meta.json")
+    assert meta["status"] == "finished" and meta["reloads"] == []
+    assert load_C(run)["training_loop.n_epochs"] != 99
+
+
+def test_leftovers_beside_a_file_of_someone_else_are_never_touched(tmp_path, capsys):
+    run = tmp_path / "run"
+    leftovers_of_a_killed_start(run)
+    (run / "notes.txt").write_text("mine")
+    without_lock_info = tmp_path / "configs-only"  # a user's folder of gin files, not a start of ginlab's
+    (without_lock_info / "configs").mkdir(parents=True)
+    (without_lock_info / "configs" / "00-mine.gin").write_text("x = 1\n")
+    for folder in (run, without_lock_info):
+        before = tree_snapshot(folder)
+        code, _, err = train_here(folder, TOY, capsys=capsys)
+        assert code == 2 and "holds files but no run record" in err, err
+        assert tree_snapshot(folder) == before
+
+
+def test_an_experiment_starts_again_a_run_killed_before_its_meta_json(tmp_path):
+    from ginlab.experiments.backends.plan import START, plan_run
+    from ginlab.experiments.experiment import Run
+
+    run = Run(0, "lr=0.1", {}, tmp_path / "run", [str(TOY)])
+    leftovers_of_a_killed_start(run.save_dir)
+    assert plan_run(run, ROOT).action == START
 
 
 def test_a_diverging_run_stops_says_so_and_keeps_its_last_finite_checkpoint(tmp_path):

@@ -35,6 +35,10 @@ LOCK_INFO = ".lock.json"
 RUN_FILES = (META, CONFIG_JSON, CONFIG_GIN, HISTORY, SUMMARY)
 # What ginlab creates in a folder before its meta.json: a folder holding only these is still empty.
 BEFORE_META = (LOCK, LOCK_INFO)
+# What a fresh run writes before its meta.json, which it writes last: a folder with meta.json holds all of
+# them. A start killed before its meta.json leaves only these (and temporary files of its atomic writes) beside
+# its lock info, and a new start replaces them.
+CREATION = (ENVIRONMENT, GIT_DIFF, CONFIGS)
 
 # Statuses written in meta.json. A reader also derives "stale": written "running", but the process is gone.
 RUNNING, FINISHED, FAILED, INTERRUPTED, DIVERGED, PRUNED = (

@@ -67,6 +67,8 @@ def plan_start(path: str | os.PathLike, reload: bool | str) -> Start:
             )
         return Start("reload", meta)
     foreign = [name for name in entries if name not in fmt.BEFORE_META]
+    if fmt.LOCK_INFO in entries and all(_left_by_a_start(name) for name in foreign):
+        foreign = []  # a start killed before it wrote meta.json: no run is here, and a new start replaces it
     if foreign:
         shown = ", ".join(n + ("/" if (path / n).is_dir() else "") for n in foreign[:6])
         raise RunFolderError(
@@ -95,6 +97,11 @@ def nothing_to_do(path: str | os.PathLike, meta: dict | None, n_epochs: int) -> 
         return False
     summary = read_summary(path) or {}
     return isinstance(summary.get("epochs"), int) and summary["epochs"] >= n_epochs
+
+
+def _left_by_a_start(name: str) -> bool:
+    """A file a fresh run writes before its meta.json, or a temporary file of an atomic write (.NAME.XXXX.tmp)."""
+    return name in fmt.CREATION or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def _check_writable(path: Path) -> None:
@@ -195,14 +202,31 @@ class RunFolder(fmt.RunPaths):
     def create(
         self, command: list[str], config_files, bindings: list[str], torch_threads: int | None
     ) -> None:
-        """Start a fresh run here: mark it running, copy its configs, record where it comes from.
+        """Start a fresh run here: copy its configs, record where it comes from, then mark it running.
 
+        meta.json is written last: a folder with a meta.json always holds the configs and environment of its
+        run, and a start killed before it leaves no run (plan_start lets the next start replace what it left).
         All or nothing: when a write fails (a full disk), what was written is removed again, the folder too
         if this run created it, and RunFolderError says why.
         """
+        if self.meta.exists():  # another process started a run here after plan_start looked
+            raise RunFolderError(f"{self.path} holds a run now (meta.json); nothing was changed.")
+        for name in os.listdir(self.path):  # what a start killed before its meta.json left
+            entry = self.path / name
+            if _left_by_a_start(name) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif _left_by_a_start(name):
+                entry.unlink()
         try:
             env = environment()
             git, diff = git_state()
+            atomic_write_json(self.environment, env)
+            if diff is not None:
+                atomic_write_text(self.git_diff, diff)
+            self.configs.mkdir(exist_ok=True)
+            for i, f in enumerate(config_files):
+                atomic_write_bytes(self.configs / f"{i:02d}-{Path(f).name}", Path(f).read_bytes())
+            atomic_write_text(self.bindings, "".join(b + "\n" for b in bindings))
             atomic_write_json(self.meta, {
                 "format_version": fmt.FORMAT_VERSION,
                 "status": fmt.RUNNING,
@@ -223,13 +247,6 @@ class RunFolder(fmt.RunPaths):
                 "last_checkpoint": None,
                 "reloads": [],
             })  # fmt: skip
-            atomic_write_json(self.environment, env)
-            if diff is not None:
-                atomic_write_text(self.git_diff, diff)
-            self.configs.mkdir(exist_ok=True)
-            for i, f in enumerate(config_files):
-                atomic_write_bytes(self.configs / f"{i:02d}-{Path(f).name}", Path(f).read_bytes())
-            atomic_write_text(self.bindings, "".join(b + "\n" for b in bindings))
         except OSError as error:
             self.discard()
             raise RunFolderError(
