@@ -212,6 +212,38 @@ def test_stop_signal_writes_a_checkpoint_marks_interrupted_and_reload_continues_
     assert_same_run(reference(0), folder)
 
 
+def test_a_stop_at_an_epochs_last_step_validates_that_epoch_first(tmp_path, reference):
+    """A stop signal at the last training step of an epoch: the epoch's validation, history row and end
+    checkpoint happen before the stop (a checkpoint taken before them continued with the next epoch, and that
+    epoch's row was never written: seen in an experiment's kill test)."""
+    expected = reference(0)
+    steps_per_epoch = read_json(expected / "summary.json")["steps"] // 4
+    (tmp_path / "stop_at.py").write_text(
+        "import os, signal\n"
+        "import pytorch_lightning as pl\n"
+        "from ginlab.registry import register_callback\n\n"
+        "@register_callback('stop_at_step')\n"
+        "class StopAt(pl.Callback):\n"
+        "    def __init__(self, step=0):\n"
+        "        self.step = step\n\n"
+        "    def on_train_batch_end(self, trainer, *args):\n"
+        "        if trainer.global_step == self.step:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    stop = tmp_path / "stop.gin"
+    stop.write_text(
+        f'import stop_at\ntraining_loop.callbacks = ["stop_at_step"]\nstop_at_step.step = {steps_per_epoch}\n'
+    )
+    folder = tmp_path / "run"
+    proc = train(folder, reference.config, stop, pythonpath=[tmp_path])
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert [row["epoch"] for row in read_jsonl(folder / "history.jsonl")] == [0]
+    assert read_json(folder / "meta.json")["status"] == "interrupted"
+    train(folder, *RELOAD, check=0, pythonpath=[tmp_path])
+    assert [row["epoch"] for row in read_jsonl(folder / "history.jsonl")] == [0, 1, 2, 3]
+    assert_same_run(expected, folder)
+
+
 def test_a_reload_computes_with_the_thread_count_the_run_started_with(tmp_path, reference, monkeypatch):
     # torch's CPU sums are split by thread: 1 and 2 threads give different bits for the same run. The
     # reference trained with 1 thread (conftest); the reload happens where torch would take 2 (another

@@ -2,8 +2,9 @@
 
 When: every `checkpointer.every_n_steps` optimizer steps and/or every `checkpointer.every_n_seconds`
 (mid-epoch), at every epoch end, and when a stop signal (SIGTERM, SIGUSR1, Ctrl-C) arrived, after the current
-step. Which: the newest `checkpointer.keep` rolling checkpoints, and best.ckpt, the epoch with the best
-finite value of the monitored metric (a NaN never wins). Files: ginlab.training.checkpoints.
+step (at an epoch's last step: after its validation and epoch-end checkpoint). Which: the newest
+`checkpointer.keep` rolling checkpoints, and best.ckpt, the epoch with the best finite value of the monitored
+metric (a NaN never wins). Files: ginlab.training.checkpoints.
 
 Besides Lightning's state, the checkpoint's "ginlab" entry holds what Lightning does not save:
 - the random state of python, numpy and torch, restored just before the next training step consumes it
@@ -178,7 +179,10 @@ class Checkpointer(pl.callbacks.Checkpoint):
         )
         if self._distributed:  # the clocks and the signals differ between processes; saving needs them all
             self.stop_signal, due = distributed.agree(self.stop_signal, due)
-        if self.stop_signal is not None:
+        # At the last batch the stop waits for the epoch's validation and its end checkpoint
+        # (on_train_epoch_end stops after them): Lightning continues a checkpoint taken between the last batch
+        # and the validation with the next epoch, so that epoch's validation and history row never happened.
+        if self.stop_signal is not None and not last_batch:
             path = self.save(trainer, pl_module)
             log.info("%s received: checkpoint written to %s", signal.Signals(self.stop_signal).name, path)
             raise Interrupted(self.stop_signal)
