@@ -110,6 +110,12 @@ class Checkpointer(pl.callbacks.Checkpoint):
             signal.signal(sig, handler)
         signal.signal(signal.SIGINT, interrupt)
 
+    @staticmethod
+    def _stopping() -> None:
+        """The stop's checkpoint is written: a further Ctrl-C must not cut the recording of the stop short (a
+        KeyboardInterrupt there left meta.json saying "running")."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def stop_requested(self) -> bool:
         """Whether a stop signal arrived in any process (all processes get the same answer)."""
         self.stop_signal, _ = distributed.agree(self.stop_signal, False)
@@ -184,6 +190,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
         # and the validation with the next epoch, so that epoch's validation and history row never happened.
         if self.stop_signal is not None and not last_batch:
             path = self.save(trainer, pl_module)
+            self._stopping()
             log.info("%s received: checkpoint written to %s", signal.Signals(self.stop_signal).name, path)
             raise Interrupted(self.stop_signal)
         if due:
@@ -224,6 +231,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
             path.relative_to(self.folder.parent),
         )  # fmt: skip
         if self.stop_requested():
+            self._stopping()
             raise Interrupted(self.stop_signal)
 
     # -- loading -------------------------------------------------------------------------------------------
