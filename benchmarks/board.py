@@ -417,24 +417,12 @@ def print_report(board: dict, mlflow: dict | None, args) -> None:
     def starts(name: str) -> str:  # every start's value (each start is one measurement)
         return "   (" + ", ".join(f"{value:.2f}" for value in board[name + " each"]) + ")"
 
-    line("first rows, tree never seen (from start)", board["paint cold"], TARGETS["paint cold"],
-         starts("paint cold"))  # fmt: skip
-    line(
-        "  the same, from the page's navigation",
-        board["paint cold in page"],
-        None,
-        starts("paint cold in page"),
-    )
-    line("  every run read and shown", board["checked cold"], None, starts("checked cold"))
-    line("first rows, tree seen before (from start)", board["paint warm"], TARGETS["paint warm"],
-         starts("paint warm"))  # fmt: skip
-    line(
-        "  the same, from the page's navigation",
-        board["paint warm in page"],
-        None,
-        starts("paint warm in page"),
-    )
-    line("  every run checked against its files", board["checked warm"], None, starts("checked warm"))
+    for kind, tree, checked in (("cold", "never seen", "every run read and shown"),
+                                ("warm", "seen before", "every run checked against its files")):  # fmt: skip
+        for name, key, target in ((f"first rows, tree {tree} (from start)", f"paint {kind}", TARGETS[f"paint {kind}"]),
+                                  ("  the same, from the page's navigation", f"paint {kind} in page", None),
+                                  (f"  {checked}", f"checked {kind}", None)):  # fmt: skip
+            line(name, board[key], target, starts(key))
     share = lambda name: f" (its request {board[name + ' server'] * 1000:.0f} ms)"  # noqa: E731
     line("sort (header click -> rows on screen)", board["sort"], TARGETS["sort"], share("sort"))
     line("filter (expression -> rows on screen)", board["filter"], TARGETS["filter"],

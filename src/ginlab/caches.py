@@ -46,16 +46,20 @@ class ParquetCache:
             path for path in (local, os.path.join(user_cache, "ginlab", kind, f"{digest}.parquet")) if path
         ]
 
+    def existing(self) -> list[str]:
+        """The places that hold a cache file, newest first (the order readers try them in)."""
+        candidates = []
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                candidates.append((os.stat(path).st_mtime_ns, path))
+        return [path for _, path in sorted(candidates, reverse=True)]
+
     def load(self) -> tuple[pa.Table | None, dict]:
         """The newest usable cached table and its metadata; (None, {}) when there is none."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        candidates = []
-        for path in self.paths:
-            with contextlib.suppress(OSError):
-                candidates.append((os.stat(path).st_mtime_ns, path))
-        for _, path in sorted(candidates, reverse=True):
+        for path in self.existing():
             try:
                 table = pq.read_table(path)
                 info = json.loads(table.schema.metadata[b"ginlab"])

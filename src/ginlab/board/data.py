@@ -35,7 +35,7 @@ from ginlab.board.query import (
     sort_rows,
 )
 from ginlab.board.run_page import load_run_page, read_log
-from ginlab.board.table import STALE_AFTER_SECONDS, RunsTable
+from ginlab.board.table import STALE_AFTER_SECONDS, RunsTable, last_beat
 
 logger = logging.getLogger(__name__)
 
@@ -273,9 +273,8 @@ class Board:
         running = frame[frame["status"] == "running"] if len(frame) else frame
         silence = {}
         if len(running):
-            now = pd.Timestamp.now(tz="UTC")
-            beat = running["heartbeat"].fillna(running["start"])
-            silence = dict(zip(running.index, (now - beat).dt.total_seconds().fillna(0.0), strict=True))
+            seconds = (pd.Timestamp.now(tz="UTC") - last_beat(running)).dt.total_seconds().fillna(0.0)
+            silence = dict(zip(running.index, seconds, strict=True))
         save_first_view(cache_path, self.meta(), rows_json(page), silence, self.table.stale_after)
 
     # -- helpers -----------------------------------------------------------------------------------------

@@ -92,16 +92,10 @@ class FirstView:
     @classmethod
     def load(cls, root: str) -> FirstView | None:
         """The first view of `root` (a real path), or None when there is none that goes with its table cache."""
-        cache = TableCache(root, os.path.isfile(os.path.join(root, "meta.json")))
-        newest = []  # as the table cache is read: the newest of its places
-        for path in cache.paths:
-            try:
-                newest.append((os.stat(path).st_mtime_ns, path))
-            except OSError:
-                continue
-        if not newest:
+        existing = TableCache(root).existing()  # the table cache is read from the newest of its places
+        if not existing:
             return None
-        cache_path = max(newest)[1]
+        cache_path = existing[0]
         path = first_view_path(cache_path)
         try:
             stat = os.stat(cache_path)

@@ -59,8 +59,7 @@ class RunsTable:
         self.root = root
         self.stale_after = stale_after
         self.after_save = after_save
-        self.root_is_run = os.path.isfile(os.path.join(root, "meta.json"))
-        self.cache = TableCache(root, self.root_is_run)
+        self.cache = TableCache(root)
         self.frame = _empty()
         self.experiments: dict[str, str] = {}
         self.version = 0
@@ -269,6 +268,11 @@ def _merge(frame: pd.DataFrame, fresh: pd.DataFrame | None, removed: set[str]) -
     return normalize(merged)
 
 
+def last_beat(frame: pd.DataFrame) -> pd.Series:
+    """When each run last showed it was alive: its heartbeat, or its start when it has none."""
+    return frame["heartbeat"].fillna(frame["start"])
+
+
 def _finish(frame: pd.DataFrame, stale_after: float) -> pd.DataFrame:
     """Recompute what depends on the clock (running or stale, duration so far) and derived columns."""
     if not len(frame):
@@ -277,9 +281,8 @@ def _finish(frame: pd.DataFrame, stale_after: float) -> pd.DataFrame:
     now = pd.Timestamp.now(tz="UTC")
     live = frame["status"].isin(["running", "stale"])
     if live.any():
-        beat = frame.loc[live, "heartbeat"].fillna(frame.loc[live, "start"])
-        silent = (now - beat).dt.total_seconds()
-        stale = silent > stale_after
+        beat = last_beat(frame.loc[live])
+        stale = (now - beat).dt.total_seconds() > stale_after
         frame.loc[live, "status"] = np.where(stale, "stale", "running")
         until = beat.where(stale, now)
         frame.loc[live, "duration"] = (until - frame.loc[live, "start"]).dt.total_seconds()

@@ -27,15 +27,17 @@ CACHE_VERSION = 1
 class TableCache:
     """The runs table of one results root, saved as parquet."""
 
-    def __init__(self, root: str, root_is_run: bool = False):
+    def __init__(self, root: str):
         self.root = root
-        if root_is_run:  # never inside a run folder: beside it, named after it
+        self.root_is_run = os.path.isfile(os.path.join(root, "meta.json"))
+        if self.root_is_run:  # never inside a run folder: beside it, named after it
             digest = hashlib.sha256(root.encode()).hexdigest()[:16]
             local = os.path.join(os.path.dirname(root), FOLDER_NAME, f"board-runs-{digest}.parquet")
         else:
             local = os.path.join(root, FOLDER_NAME, "board-runs.parquet")
         self.store = ParquetCache(root, local, "board", CACHE_VERSION)
         self.paths = self.store.paths
+        self.existing = self.store.existing
 
     def load(self) -> pd.DataFrame | None:
         """The cached table (with its `_signature` column), or None when there is no usable cache."""

@@ -104,6 +104,15 @@ def _left_by_a_start(name: str) -> bool:
     return name in fmt.CREATION or (name.startswith(".") and name.endswith(".tmp"))
 
 
+def _remove(entry: Path, quietly: bool = False) -> None:
+    """Remove a file, a link or a folder with what it holds (a link to a folder: the link only); `quietly`:
+    what is already gone, or cannot be removed inside a folder, is passed over."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=quietly)
+    else:
+        entry.unlink(missing_ok=quietly)
+
+
 def _check_writable(path: Path) -> None:
     """Refuse a SAVE_DIR that names a file, lies under a file, or cannot be written, with the reason."""
     if path.exists() and not path.is_dir():
@@ -211,12 +220,10 @@ class RunFolder(fmt.RunPaths):
         """
         if self.meta.exists():  # another process started a run here after plan_start looked
             raise RunFolderError(f"{self.path} holds a run now (meta.json); nothing was changed.")
-        for name in os.listdir(self.path):  # what a start killed before its meta.json left
-            entry = self.path / name
-            if _left_by_a_start(name) and entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            elif _left_by_a_start(name):
-                entry.unlink()
+        for name in filter(
+            _left_by_a_start, os.listdir(self.path)
+        ):  # what a start killed before meta.json left
+            _remove(self.path / name)
         try:
             env = environment()
             git, diff = git_state()
@@ -262,10 +269,7 @@ class RunFolder(fmt.RunPaths):
             shutil.rmtree(self.path, ignore_errors=True)
             return
         for entry in self.path.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            _remove(entry, quietly=True)
 
     @_writes
     def record_reload(
