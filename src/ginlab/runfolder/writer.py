@@ -220,9 +220,8 @@ class RunFolder(fmt.RunPaths):
         """
         if self.meta.exists():  # another process started a run here after plan_start looked
             raise RunFolderError(f"{self.path} holds a run now (meta.json); nothing was changed.")
-        for name in filter(
-            _left_by_a_start, os.listdir(self.path)
-        ):  # what a start killed before meta.json left
+        # What a start killed before its meta.json left (plan_start let this start go ahead of it).
+        for name in filter(_left_by_a_start, os.listdir(self.path)):
             _remove(self.path / name)
         try:
             env = environment()

@@ -7,13 +7,12 @@ training_loop.reload=True); 4 diverged (the training loss became NaN or infinite
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 
 from ginlab.errors import ExitCode, GinlabError
 from ginlab.training.distributed import follow_rank_0, is_main_process, process_label
 from ginlab.training.logs import marked, quiet_lightning, setup_logging
+from ginlab.training.outcome import ignore_stop_signals
 
 
 def main(save_dir: str, config_files: list[str], binding_strings: list[str], argv: list[str]) -> int:
@@ -68,7 +67,7 @@ def main(save_dir: str, config_files: list[str], binding_strings: list[str], arg
         error(f"training failed; see {save_dir}/meta.json and {save_dir}/log.txt")
         code = ExitCode.FAILED
     finally:
-        _ignore_stop_signals()  # the outcome is recorded: a late Ctrl-C must not change the exit code
+        ignore_stop_signals()  # the outcome is recorded: a late Ctrl-C must not change the exit code
         if tee is not None:
             tee.stop()
     return _recorded(launch, code)
@@ -79,12 +78,6 @@ def _recorded(launch, code: ExitCode) -> int:
     whatever interrupted the way out (a second Ctrl-C, an error after the outcome was written)."""
     recorded = launch.run.recorded_exit_code if launch.run is not None else None
     return int(code) if recorded is None else int(recorded)
-
-
-def _ignore_stop_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(sig, signal.SIG_IGN)
 
 
 def _message(error: Exception) -> str:

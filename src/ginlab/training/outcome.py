@@ -22,6 +22,14 @@ from ginlab.runfolder import format as fmt
 log = logging.getLogger("ginlab.progress")
 
 
+def ignore_stop_signals() -> None:
+    """From here on a stop signal changes nothing: the stop (or the outcome) is decided, and a Ctrl-C's
+    KeyboardInterrupt must not cut its recording short (it left meta.json saying "running")."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(sig, signal.SIG_IGN)
+
+
 class Interrupted(Exception):
     """Training stopped on a signal after writing a checkpoint; reload continues it exactly."""
 

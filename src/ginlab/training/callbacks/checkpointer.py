@@ -35,7 +35,7 @@ from ginlab.errors import ConfigError
 from ginlab.training import distributed
 from ginlab.training.callbacks.hooks import skip_unused_batch_hooks
 from ginlab.training.checkpoints import link_atomically, step_checkpoints
-from ginlab.training.outcome import Diverged, Interrupted
+from ginlab.training.outcome import Diverged, Interrupted, ignore_stop_signals
 from ginlab.training.random_state import get_rng_state, set_rng_state
 
 log = logging.getLogger("ginlab.progress")
@@ -109,12 +109,6 @@ class Checkpointer(pl.callbacks.Checkpoint):
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, handler)
         signal.signal(signal.SIGINT, interrupt)
-
-    @staticmethod
-    def _stopping() -> None:
-        """The stop's checkpoint is written: a further Ctrl-C must not cut the recording of the stop short (a
-        KeyboardInterrupt there left meta.json saying "running")."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stop_requested(self) -> bool:
         """Whether a stop signal arrived in any process (all processes get the same answer)."""
@@ -190,7 +184,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
         # and the validation with the next epoch, so that epoch's validation and history row never happened.
         if self.stop_signal is not None and not last_batch:
             path = self.save(trainer, pl_module)
-            self._stopping()
+            ignore_stop_signals()  # the stop's checkpoint is written
             log.info("%s received: checkpoint written to %s", signal.Signals(self.stop_signal).name, path)
             raise Interrupted(self.stop_signal)
         if due:
@@ -231,7 +225,7 @@ class Checkpointer(pl.callbacks.Checkpoint):
             path.relative_to(self.folder.parent),
         )  # fmt: skip
         if self.stop_requested():
-            self._stopping()
+            ignore_stop_signals()  # the stop's checkpoint is written
             raise Interrupted(self.stop_signal)
 
     # -- loading -------------------------------------------------------------------------------------------
